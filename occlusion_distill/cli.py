@@ -1,0 +1,205 @@
+"""``occdistill``: thin click commands that parse options, build a config and call the library."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import shlex
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+import click
+
+from . import __version__
+from .errors import EXIT_USAGE, OccdistillError, UsageError
+from .registry import KINDS, PluginLoadWarning, list_plugins, registry
+
+
+class PluginName(click.ParamType):
+    """A registered plugin name; an unknown one fails with the closest valid names."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.name = kind[:-1]
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        reg = registry(self.kind)
+        if value not in reg:
+            self.fail(reg.unknown_message(str(value)), param, ctx)
+        return str(value)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, "--version", prog_name="occdistill")
+@click.option("--debug", is_flag=True, help="Show full tracebacks instead of one-line errors.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Teacher -> student distillation for face models under occlusion.
+
+    A teacher trained on clean faces transfers what it knows to a student that only sees occluded
+    faces (half faces, masks, VR headsets). Start with:  occdistill run
+    """
+    ctx.obj = {"debug": debug}
+
+
+@cli.command("list")
+@click.argument("kind", required=False, type=click.Choice(KINDS))
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_cmd(kind: str | None, as_json: bool) -> None:
+    """List registered plugins (all kinds, or one KIND) with descriptions and origins."""
+    from .report import RichReporter
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginLoadWarning)
+        listing = list_plugins(kind)
+    load_warnings = [str(w.message) for w in caught if issubclass(w.category, PluginLoadWarning)]
+    for k in listing:  # warnings raised on an earlier load in this process are kept by the registry
+        load_warnings += [w for w in registry(k).load_warnings if w not in load_warnings]
+    reporter = RichReporter()
+    if as_json:
+        reporter.print_json(json.dumps({**listing, "warnings": load_warnings}, indent=2))
+        for w in load_warnings:
+            reporter.warn(w)
+    else:
+        reporter.plugin_table(listing, load_warnings)
+
+
+def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
+    from .config import parse_kv
+
+    try:
+        return parse_kv(value, param.name.split("_")[0])
+    except UsageError as exc:
+        raise click.BadParameter(str(exc), ctx, param) from exc
+
+
+@cli.command("run")
+@click.option("--task", type=PluginName("tasks"), default="expression", show_default=True,
+              help="What to predict (see `occdistill list tasks`).")
+@click.option("--occlusion", type=PluginName("occlusions"), default="lower-half", show_default=True,
+              help="What hides part of the student's faces.")
+@click.option("--distiller", type=PluginName("distillers"), default="kd", show_default=True,
+              help="How the student learns from the teacher (finetune = baseline, no teacher).")
+@click.option("--backbone", type=PluginName("backbones"), default=None,
+              help="A registered backbone or any timm model name [default: simple-cnn].")
+@click.option("--dataset", type=PluginName("datasets"), default="synthfaces", show_default=True,
+              help="Data set plugin (synthfaces is built in and needs no download).")
+@click.option("--preset", type=click.Choice(["smoke", "default"]), default="default", show_default=True,
+              help="Size of the run: smoke (< 1 min, for tests) or default (a few minutes on CPU).")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs for the teacher and for each student (overrides the preset).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=None)
+@click.option("--image-size", type=int, default=None, help="Face size in pixels (>= 32).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 grey, 3 RGB [default: the data's].")
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), default=None, help="Teacher learning rate.")
+@click.option("--student-lr", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
+@click.option("--pretrained", is_flag=True, help="Start the teacher from the backbone's pretrained weights (needs hub access).")
+@click.option("--weights", type=str, default=None, help="Start the teacher from a local backbone state_dict (weights-only file).")
+@click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Data loader worker processes.")
+@click.option("--no-flip", is_flag=True, help="No horizontal flips during training.")
+@click.option("--teacher-outputs", type=click.Choice(["cached", "online"]), default=None,
+              help="cached [default]: the teacher runs once per clean face and flip; online: at every step.")
+@click.option("--occlusion-arg", "occlusion_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Option for the occlusion plugin (repeatable), e.g. split=0.6.")
+@click.option("--distiller-arg", "distiller_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Option for the distiller (repeatable), e.g. lambda=0.7 tau=3.")
+@click.option("--dataset-arg", "dataset_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Option for the data set plugin (repeatable), e.g. n_train=5000.")
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Run directory to create [default: runs/TASK-OCCLUSION-DISTILLER-sSEED-TIME].")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it already exists.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Where trained teachers and baselines are kept for reuse [default: ~/.cache/occlusion-distill "
+                   "or $OCCDISTILL_CACHE].")
+@click.option("--no-cache", is_flag=True, help="Train everything afresh and store nothing in the cache.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dataset: str, preset: str,
+            epochs: int | None, batch_size: int | None, image_size: int | None, channels: str | None,
+            lr: float | None, student_lr: float | None, seed: int, device: str, pretrained: bool,
+            weights: str | None, num_workers: int | None, no_flip: bool, teacher_outputs: str | None,
+            occlusion_args: dict,
+            distiller_args: dict, dataset_args: dict, out: Path | None, overwrite: bool,
+            cache_dir: Path | None, no_cache: bool, quiet: bool) -> None:
+    """Train teacher, baseline and distilled student; score them on occluded test faces.
+
+    Writes a run directory with config.json, metrics.json, report.md, plots/ and checkpoints/.
+    """
+    from .config import RunConfig
+    from .engine.artifacts import make_plots, report_markdown
+    from .engine.cache import ModelCache, default_cache_dir
+    from .engine.pipeline import run as run_pipeline
+    from .engine.rundir import RunDir, check_out_dir, write_json, write_text
+    from .report import RichReporter
+
+    if weights is not None and not Path(weights).is_file():
+        raise UsageError(f"--weights file not found: {weights}")
+    if weights is not None and pretrained:
+        raise UsageError("--pretrained and --weights both set the teacher's starting weights; choose one")
+    cfg = RunConfig.from_options(
+        preset, task=task, occlusion=occlusion, distiller=distiller, backbone=backbone, dataset=dataset,
+        teacher_epochs=epochs, student_epochs=epochs, batch_size=batch_size, image_size=image_size,
+        channels=int(channels) if channels else None, lr=lr, student_lr=student_lr, seed=seed, device=device,
+        pretrained=pretrained or None, weights=str(Path(weights).resolve()) if weights else None,
+        num_workers=num_workers, flip=False if no_flip else None, teacher_outputs=teacher_outputs,
+        occlusion_args=occlusion_args,
+        distiller_args=distiller_args, dataset_args=dataset_args)
+    if out is None:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = Path("runs") / f"{task}-{occlusion}-{distiller}-s{seed}-{stamp}"
+    check_out_dir(out, overwrite)
+    from .engine.pipeline import preflight
+
+    preflight(cfg)  # names, options, backbone and weights checked before anything is written
+    cache = ModelCache(None if no_cache else (cache_dir or default_cache_dir()))
+    reporter = RichReporter(quiet=quiet)
+    command = "occdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    with RunDir(out, overwrite=overwrite) as tmp:
+        write_json(tmp / "config.json", {**cfg.to_dict(), "command": command})
+        (tmp / "checkpoints").mkdir()
+        result = run_pipeline(cfg, reporter, cache, checkpoint_dir=tmp / "checkpoints")
+        write_json(tmp / "metrics.json", result.metrics)
+        write_json(tmp / "history.json", result.histories)
+        make_plots(tmp / "plots", result.metrics, result.histories)
+        write_text(tmp / "report.md", report_markdown(cfg, result.metrics, command))
+    reporter.results(result.metrics, str(out))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every failure becomes one line on stderr and a documented exit code."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args or os.environ.get("OCCDISTILL_DEBUG") == "1"
+    try:
+        cli.main(args=args, prog_name="occdistill", standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        _fail("aborted", 130)
+    except click.ClickException as exc:
+        if debug:
+            raise
+        _fail(exc.format_message().replace("\n", " "), exc.exit_code if exc.exit_code else EXIT_USAGE)
+    except OccdistillError as exc:
+        if debug:
+            raise
+        _fail(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail("interrupted; nothing was written", 130)
+    except Exception as exc:  # a bug: still one line, with the way to see more
+        if debug:
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              f"(rerun with --debug for the traceback)", 1)
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"occdistill: error: {message}", err=True)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

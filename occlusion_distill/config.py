@@ -1,0 +1,117 @@
+"""``RunConfig``: one fully resolved, frozen description of a run; presets fill what the user left out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from .errors import UsageError
+from .models.backbones import DEFAULT_BACKBONE
+
+MIN_IMAGE_SIZE = 32
+
+# Presets size a run. "default" is the README's main job (a few minutes on 2 CPU cores); "smoke" is
+# for tests and CI (well under a minute). Dataset arguments apply to the built-in synthfaces only.
+PRESETS: dict[str, dict[str, Any]] = {
+    "smoke": {
+        "image_size": 32, "teacher_epochs": 3, "student_epochs": 2, "batch_size": 64,
+        "synthfaces": {"n_train": 640, "n_val": 192, "n_test": 320},
+    },
+    "default": {
+        "image_size": 40, "teacher_epochs": 8, "student_epochs": 4, "batch_size": 64,
+        "synthfaces": {"n_train": 5000, "n_val": 600, "n_test": 1500},
+    },
+}
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    task: str = "expression"
+    occlusion: str = "lower-half"
+    distiller: str = "kd"
+    backbone: str = DEFAULT_BACKBONE
+    dataset: str = "synthfaces"
+    preset: str = "default"
+    image_size: int = 40
+    channels: int | None = None  # None: the data set's native channels
+    teacher_epochs: int = 8
+    student_epochs: int = 4
+    batch_size: int = 64
+    lr: float = 3e-3
+    student_lr: float = 1e-3
+    weight_decay: float = 5e-4
+    flip: bool = True
+    seed: int = 0
+    eval_seed: int = 12345  # occlusions of val/test faces: the same for every run and seed
+    device: str = "auto"
+    pretrained: bool = False
+    weights: str | None = None
+    num_workers: int = 0
+    teacher_outputs: str = "cached"  # cached: teacher run once per clean face and flip; online: every step
+    occlusion_args: dict[str, Any] = field(default_factory=dict)
+    distiller_args: dict[str, Any] = field(default_factory=dict)
+    dataset_args: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_options(cls, preset: str = "default", **options: Any) -> "RunConfig":
+        """Preset values, then every option that is not None."""
+        if preset not in PRESETS:
+            raise UsageError(f"unknown preset '{preset}'; presets: {', '.join(PRESETS)}")
+        values: dict[str, Any] = {k: v for k, v in PRESETS[preset].items() if k in _FIELDS}
+        values["preset"] = preset
+        dataset = options.get("dataset") or cls.dataset
+        dataset_args = dict(PRESETS[preset].get(dataset, {}))
+        dataset_args.update(options.pop("dataset_args", None) or {})
+        unknown = set(options) - _FIELDS
+        if unknown:
+            raise UsageError(f"unknown run option(s): {', '.join(sorted(unknown))}")
+        values.update({k: v for k, v in options.items() if v is not None})
+        values["dataset_args"] = dataset_args
+        cfg = cls(**values)
+        cfg.validate()
+        return cfg
+
+    def validate(self) -> None:
+        if self.image_size < MIN_IMAGE_SIZE:
+            raise UsageError(f"image size {self.image_size} is too small: the minimum is {MIN_IMAGE_SIZE} px")
+        if self.channels not in (None, 1, 3):
+            raise UsageError(f"channels must be 1 or 3, not {self.channels}")
+        for name in ("teacher_epochs", "student_epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise UsageError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")
+        if self.lr <= 0 or self.student_lr <= 0:
+            raise UsageError("learning rates must be positive")
+        if self.teacher_outputs not in ("cached", "online"):
+            raise UsageError(f"teacher-outputs must be 'cached' or 'online', not '{self.teacher_outputs}'")
+        if self.num_workers < 0:
+            raise UsageError(f"num-workers must be >= 0, not {self.num_workers}")
+
+    def replace(self, **changes: Any) -> "RunConfig":
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+
+_FIELDS = {f.name for f in fields(RunConfig)}
+
+
+def parse_kv(pairs: tuple[str, ...] | list[str], what: str) -> dict[str, Any]:
+    """``key=value`` strings -> kwargs; values are read as JSON when they parse (numbers, lists, true)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key.isidentifier():
+            raise UsageError(f"{what} options are key=value, not '{pair}'")
+        if key in ("lambda",):  # Python keywords become key_ (as in the constructors)
+            key += "_"
+        try:
+            out[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            out[key] = raw
+    return out

@@ -1,0 +1,30 @@
+"""``FaceDataset``: the plugin interface of data sets."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .faceset import FaceSet
+
+SPLITS = ("train", "val", "test")
+
+
+class FaceDataset:
+    """Base class of data set plugins: ``load(split, image_size=..., channels=...)`` -> FaceSet."""
+
+    #: label names the data set provides (tasks check theirs is among them)
+    labels: tuple[str, ...] = ()
+    #: channels the images have natively (1 grey, 3 RGB); a run may convert
+    native_channels: int = 3
+
+    def load(self, split: str, *, image_size: int, channels: int,
+             progress: Callable[[int], None] | None = None) -> FaceSet:
+        raise NotImplementedError
+
+    def size(self, split: str) -> int:
+        """Number of faces in a split (for progress bars)."""
+        raise NotImplementedError
+
+    def fingerprint(self) -> dict:
+        """What identifies this data (for cache keys of teachers trained on it)."""
+        return {"name": type(self).__name__}

@@ -1,0 +1,88 @@
+"""Paired views: each face as the teacher sees it (clean) and as the student sees it (occluded)."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..occlusions.base import Occlusion
+from .faceset import FaceSet
+
+_SWAP = [1, 0, 2, 4, 3]  # MTCNN order after a horizontal flip: left and right trade places
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """(N, H, W, C) uint8 -> (N, C, H, W) float in [-1, 1]."""
+    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    return x.div_(127.5).sub_(1.0)
+
+
+def hflip(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    w = image.shape[1]
+    lm = landmarks[_SWAP].copy()
+    lm[:, 0] = w - lm[:, 0]
+    return image[:, ::-1], lm
+
+
+def occlude_all(faces: FaceSet, occlusion: Occlusion, seed: int) -> np.ndarray:
+    """Occlude every face once, deterministically (face i uses seed (seed, i)): evaluation sets."""
+    out = np.empty_like(faces.images)
+    for i in range(len(faces)):
+        occlusion.set_random_seed(_face_seed(seed, i))
+        params = occlusion.sample(faces.landmarks[i], faces.images[i].shape[:2])
+        out[i] = occlusion.draw(faces.images[i], **params)
+    return out
+
+
+def _face_seed(seed: int, index: int, epoch: int = 0) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class PairedFaces(Dataset):
+    """Training pairs: the same face clean and occluded, with the same flip, and its target.
+
+    Occlusion randomness is drawn per (seed, epoch, face), so it is reproducible whatever the order
+    or number of loader workers; call ``set_epoch`` each epoch for fresh occlusions.
+    """
+
+    def __init__(self, faces: FaceSet, targets: np.ndarray, occlusion: Occlusion | None,
+                 *, flip: bool = False, seed: int = 0, need_clean: bool = True, need_occluded: bool = True):
+        self.faces = faces
+        self.targets = torch.as_tensor(targets)
+        self.occlusion = occlusion
+        self.flip = flip
+        self.seed = seed
+        self.epoch = 0
+        self.need_clean = need_clean
+        self.need_occluded = need_occluded and occlusion is not None
+
+    #: the clean view is a function of (face, flip) alone, so a teacher's outputs on it can be
+    #: computed once for both flips instead of at every step
+    deterministic_clean = True
+
+    def clean_views(self, flipped: bool) -> torch.Tensor:
+        """Every face's clean view, all flipped or none: what a cached teacher is run on."""
+        images = self.faces.images[:, :, ::-1] if flipped else self.faces.images
+        return to_tensor(images)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.faces)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        image, lm = self.faces.images[i], self.faces.landmarks[i]
+        rng_seed = _face_seed(self.seed, i, self.epoch)
+        flipped = self.flip and bool(rng_seed & 1)
+        if flipped:
+            image, lm = hflip(image, lm)
+        item = {"target": self.targets[i], "index": torch.tensor(i), "flipped": torch.tensor(flipped)}
+        if self.need_clean:
+            item["clean"] = to_tensor(image[None])[0]
+        if self.need_occluded:
+            self.occlusion.set_random_seed(rng_seed >> 1)
+            params = self.occlusion.sample(lm, image.shape[:2])
+            item["occluded"] = to_tensor(self.occlusion.draw(np.ascontiguousarray(image), **params)[None])[0]
+        return item

@@ -1,0 +1,63 @@
+"""``finetune`` (no teacher, the baseline) and ``kd`` (soft targets from the clean-face teacher)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import UsageError
+from ..models.network import ModelOutput
+from ..registry import distillers
+from ..tasks.base import Task
+from .base import Distiller
+
+
+@distillers.register("finetune")
+class Finetune(Distiller):
+    """Baseline: fine-tune on occluded faces with the task loss only (no teacher)."""
+
+    uses_teacher = False
+
+    def forward(self, student: ModelOutput, targets: torch.Tensor,
+                teacher: ModelOutput | None = None) -> dict[str, torch.Tensor]:
+        loss = self.task.loss(student.logits, targets)
+        return {"loss": loss, "task": loss.detach()}
+
+
+def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float) -> torch.Tensor:
+    """tau^2 * KL(softmax(t/tau) || softmax(s/tau)), averaged over the batch (Hinton et al.)."""
+    log_p_s = F.log_softmax(student_logits / tau, dim=1)
+    log_p_t = F.log_softmax(teacher_logits / tau, dim=1)
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * tau * tau
+
+
+@distillers.register("kd")
+class SoftTargetKD(Distiller):
+    """Soft-target KD: (1-λ)·task loss + λ·τ²·KL(teacher ‖ student); for age, λ·|student − teacher|."""
+
+    def __init__(self, task: Task, lambda_: float = 0.5, tau: float = 4.0):
+        super().__init__(task)
+        if not 0.0 <= lambda_ <= 1.0:
+            raise UsageError(f"kd: lambda must be in [0, 1], not {lambda_}")
+        if tau <= 0:
+            raise UsageError(f"kd: tau must be positive, not {tau}")
+        self.lambda_ = float(lambda_)
+        self.tau = float(tau)
+
+    def hparams(self) -> dict[str, Any]:
+        return {"lambda": self.lambda_, "tau": self.tau}
+
+    def forward(self, student: ModelOutput, targets: torch.Tensor,
+                teacher: ModelOutput | None = None) -> dict[str, torch.Tensor]:
+        if teacher is None:
+            raise RuntimeError("kd needs the teacher's outputs on the clean faces")
+        task_loss = self.task.loss(student.logits, targets)
+        if self.task.regression:
+            # Regression form: distance to the teacher's prediction, in the task's standardised units.
+            distill = F.l1_loss(student.logits.reshape(-1), teacher.logits.reshape(-1))
+        else:
+            distill = kd_kl(student.logits, teacher.logits, self.tau)
+        loss = (1.0 - self.lambda_) * task_loss + self.lambda_ * distill
+        return {"loss": loss, "task": task_loss.detach(), "distill": distill.detach()}

@@ -1,0 +1,83 @@
+"""The run cache: trained teachers (and baselines) stored under a key of everything that made them.
+
+A second run that differs only in the distiller finds the teacher and the baseline here instead of
+training them again. Each file carries its key and is rejected when the key does not match.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("OCCDISTILL_CACHE")
+    if env:
+        return Path(env).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "occlusion-distill"
+
+
+def key_digest(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def atomic_torch_save(obj: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class ModelCache:
+    def __init__(self, root: str | Path | None):
+        self.root = Path(root) if root is not None else None
+
+    @property
+    def enabled(self) -> bool:
+        return self.root is not None
+
+    def _path(self, kind: str, key: dict[str, Any]) -> Path:
+        assert self.root is not None
+        return self.root / kind / f"{key_digest(key)}.pt"
+
+    def get(self, kind: str, key: dict[str, Any]) -> dict[str, Any] | None:
+        """The stored ``{"state_dict", "history"}`` for this key, or None."""
+        if self.root is None:
+            return None
+        path = self._path(kind, key)
+        if not path.is_file():
+            return None
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:
+            return None  # unreadable or not weights-only: retrain rather than trust it
+        if not isinstance(blob, dict) or blob.get("key") != json.dumps(key, sort_keys=True, default=str):
+            return None
+        return {"state_dict": blob["state_dict"], "history": json.loads(blob.get("history", "[]"))}
+
+    def put(self, kind: str, key: dict[str, Any], state_dict: dict[str, torch.Tensor],
+            history: list[dict[str, Any]]) -> Path | None:
+        if self.root is None:
+            return None
+        path = self._path(kind, key)
+        atomic_torch_save({"key": json.dumps(key, sort_keys=True, default=str),
+                           "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+                           "history": json.dumps(history)}, path)
+        return path

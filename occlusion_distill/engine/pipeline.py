@@ -1,0 +1,277 @@
+"""The paper's protocol: teacher on clean faces -> baseline student and distilled student on occluded
+faces (both initialised from the teacher) -> every model scored on the same occluded test faces.
+
+The engine never prints: it talks to a reporter (``report.NullReporter`` when used as a library).
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from .. import __version__
+from ..config import RunConfig
+from ..data.base import FaceDataset
+from ..data.faceset import FaceSet
+from ..data.paired import PairedFaces, occlude_all, to_tensor
+from ..distillers.base import Distiller
+from ..distillers.builtin import Finetune
+from ..errors import PluginError, UsageError
+from ..models.network import FaceModel, build_model
+from ..occlusions.base import Occlusion
+from ..registry import Entry, registry
+from ..tasks.base import Task
+from .cache import ModelCache, file_digest
+from .trainer import TRAINER_VERSION, EvalSet, StageContext, evaluate, fit, resolve_device, seed_everything
+
+
+@dataclass
+class Parts:
+    """The plugins of one run, built from the config."""
+
+    task: Task
+    occlusion: Occlusion
+    distiller: Distiller
+    dataset: FaceDataset
+    origins: dict[str, str]
+
+
+@dataclass
+class RunResult:
+    metrics: dict[str, Any]
+    histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    models: dict[str, FaceModel] = field(default_factory=dict)
+    task_state: dict[str, Any] = field(default_factory=dict)
+
+
+def _build(kind: str, name: str, **kwargs: Any) -> tuple[Any, Entry]:
+    entry = registry(kind).get(name)
+    try:
+        return registry(kind).create(name, **kwargs), entry
+    except (UsageError, PluginError):
+        raise
+    except TypeError as exc:
+        raise UsageError(f"{kind[:-1]} '{name}' does not accept these options: {exc}") from exc
+    except Exception as exc:
+        raise PluginError(f"{kind[:-1]} '{name}' from {entry.origin} failed to build: "
+                          f"{type(exc).__name__}: {exc}") from exc
+
+
+def build_parts(cfg: RunConfig, cache_dir: Path | None = None) -> Parts:
+    """Create every plugin of the run; bad names and bad options fail here, before any training."""
+    task, t_entry = _build("tasks", cfg.task)
+    occlusion, o_entry = _build("occlusions", cfg.occlusion, **cfg.occlusion_args)
+    distiller, d_entry = _build("distillers", cfg.distiller, task=task, **cfg.distiller_args)
+    ds_args = dict(cfg.dataset_args)
+    if cfg.dataset == "synthfaces" and cache_dir is not None:
+        ds_args.setdefault("cache_dir", str(cache_dir))
+    dataset, ds_entry = _build("datasets", cfg.dataset, **ds_args)
+    registry("backbones").get(cfg.backbone)  # unknown backbone: fail now, with suggestions
+    for obj, kind, base in ((task, "task", Task), (occlusion, "occlusion", Occlusion),
+                            (distiller, "distiller", Distiller), (dataset, "dataset", FaceDataset)):
+        if not isinstance(obj, base):
+            raise PluginError(f"{kind} plugin '{getattr(cfg, kind)}' must build a {base.__name__}, "
+                              f"got {type(obj).__name__}")
+    if task.label not in dataset.labels:
+        raise UsageError(f"task '{cfg.task}' needs '{task.label}' labels; data set '{cfg.dataset}' "
+                         f"has {', '.join(dataset.labels) or 'none'}")
+    origins = {"task": t_entry.origin, "occlusion": o_entry.origin, "distiller": d_entry.origin,
+               "dataset": ds_entry.origin, "backbone": registry("backbones").get(cfg.backbone).origin}
+    return Parts(task, occlusion, distiller, dataset, origins)
+
+
+def preflight(cfg: RunConfig) -> Parts:
+    """Everything that can be checked before any data is loaded or file written: plugin names and
+    options, the backbone at this image size, a ``--weights`` file."""
+    parts = build_parts(cfg)
+    channels = cfg.channels or parts.dataset.native_channels
+    build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size, output_dim=1,
+                pretrained=False, weights=cfg.weights)
+    return parts
+
+
+def _teacher_key(cfg: RunConfig, parts: Parts, channels: int) -> dict[str, Any]:
+    return {
+        "what": "teacher", "trainer": TRAINER_VERSION, "data": parts.dataset.fingerprint(),
+        "task": cfg.task, "image_size": cfg.image_size, "channels": channels, "backbone": cfg.backbone,
+        "pretrained": cfg.pretrained, "weights": file_digest(cfg.weights) if cfg.weights else None,
+        "epochs": cfg.teacher_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
+        "weight_decay": cfg.weight_decay, "flip": cfg.flip, "seed": cfg.seed,
+    }
+
+
+def _student_key(cfg: RunConfig, teacher_key: dict[str, Any], distiller_name: str,
+                 distiller: Distiller) -> dict[str, Any]:
+    return {
+        "what": "student", "teacher": teacher_key, "occlusion": cfg.occlusion,
+        "occlusion_args": cfg.occlusion_args, "distiller": distiller_name, "hparams": distiller.hparams(),
+        "epochs": cfg.student_epochs, "lr": cfg.student_lr, "eval_seed": cfg.eval_seed,
+    }
+
+
+def gap_closed(student: float, baseline: float, teacher_clean: float) -> float | None:
+    """Share of the baseline -> clean-teacher gap the student closed.
+
+    (student - baseline) / (teacher_clean - baseline) has the same sign convention whether higher or
+    lower is better (both differences flip together), so it needs no case for MAE.
+    """
+    denom = teacher_clean - baseline
+    if abs(denom) < 1e-12:
+        return None
+    return (student - baseline) / denom
+
+
+class _Progress:
+    """Adapts a reporter to the trainer's ``progress(stage, total)`` factory."""
+
+    def __init__(self, reporter: Any):
+        self.reporter = reporter
+
+    def __call__(self, stage: str, total: int):
+        return self.reporter.stage(stage, total)
+
+
+def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
+        checkpoint_dir: Path | None = None) -> RunResult:
+    """Run the whole protocol; writes checkpoints to ``checkpoint_dir`` when given."""
+    cache = cache or ModelCache(None)
+    timings: dict[str, float] = {}
+    t_all = time.perf_counter()
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    parts = build_parts(cfg, cache.root)
+    task, occlusion, distiller, dataset = parts.task, parts.occlusion, parts.distiller, parts.dataset
+    channels = cfg.channels or dataset.native_channels
+    reporter.info(f"{cfg.task} · {cfg.occlusion} · {cfg.distiller} · {cfg.backbone} on {cfg.dataset} "
+                  f"({cfg.image_size}px, {'grey' if channels == 1 else 'RGB'}, device {device})")
+
+    # Data: the splits, the clean/occluded evaluation sets (same occlusions for every run).
+    t0 = time.perf_counter()
+    splits: dict[str, FaceSet] = {}
+    total = sum(dataset.size(s) for s in ("train", "val", "test"))
+    bar = reporter.stage("data", total)
+    try:
+        for split in ("train", "val", "test"):
+            splits[split] = dataset.load(split, image_size=cfg.image_size, channels=channels,
+                                         progress=bar.advance)
+    finally:
+        bar.close()
+    task.setup(splits["train"])
+    val_clean = EvalSet(to_tensor(splits["val"].images), task.targets(splits["val"]))
+    val_occ = EvalSet(to_tensor(occlude_all(splits["val"], occlusion, cfg.eval_seed)), val_clean.targets)
+    test_clean = EvalSet(to_tensor(splits["test"].images), task.targets(splits["test"]))
+    test_occ = EvalSet(to_tensor(occlude_all(splits["test"], occlusion, cfg.eval_seed + 1)), test_clean.targets)
+    train = PairedFaces(splits["train"], task.targets(splits["train"]), occlusion,
+                        flip=cfg.flip, seed=cfg.seed)
+    timings["data"] = time.perf_counter() - t0
+
+    def new_model() -> FaceModel:
+        return build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size,
+                           output_dim=task.output_dim, pretrained=cfg.pretrained, weights=cfg.weights)
+
+    def context(stage: str, model: FaceModel, view: str, val: EvalSet, epochs: int, lr: float,
+                teacher: FaceModel | None = None) -> StageContext:
+        return StageContext(stage=stage, model=model, task=task, train=train, val=val, view=view,
+                            epochs=epochs, batch_size=cfg.batch_size, lr=lr, weight_decay=cfg.weight_decay,
+                            device=device, seed=cfg.seed, num_workers=cfg.num_workers, teacher=teacher,
+                            progress=_Progress(reporter), teacher_outputs=cfg.teacher_outputs)
+
+    histories: dict[str, list[dict[str, Any]]] = {}
+    cached: dict[str, bool] = {}
+
+    def cached_stage(stage: str, kind: str, key: dict[str, Any], train_fn) -> FaceModel:
+        t = time.perf_counter()
+        hit = cache.get(kind, key)
+        if hit is not None:
+            model = new_model() if stage == "teacher" else copy.deepcopy(teacher)
+            model.load_state_dict(hit["state_dict"])
+            histories[stage] = hit["history"]
+            reporter.info(f"{stage}: reused from the run cache")
+        else:
+            model, histories[stage] = train_fn()
+            cache.put(kind, key, model.state_dict(), histories[stage])
+        cached[stage] = hit is not None
+        timings[stage] = time.perf_counter() - t
+        return model.to(device)
+
+    # 1. Teacher on clean faces.
+    t_key = _teacher_key(cfg, parts, channels)
+
+    def train_teacher():
+        seed_everything(cfg.seed)
+        ctx = context("teacher", new_model(), "clean", val_clean, cfg.teacher_epochs, cfg.lr)
+        return fit(ctx, Finetune(task)), ctx.history
+
+    teacher: FaceModel = cached_stage("teacher", "teachers", t_key, train_teacher)
+    teacher.eval()
+
+    # 2. Baseline: the teacher fine-tuned on occluded faces, no teacher signal.
+    base_key = _student_key(cfg, t_key, "finetune", Finetune(task))
+
+    def train_baseline():
+        seed_everything(cfg.seed + 1)
+        ctx = context("baseline", copy.deepcopy(teacher), "occluded", val_occ, cfg.student_epochs,
+                      cfg.student_lr)
+        return fit(ctx, Finetune(task)), ctx.history
+
+    baseline = cached_stage("baseline", "students", base_key, train_baseline)
+
+    # 3. Distilled student, also from the teacher; ``finetune`` *is* the baseline.
+    if type(distiller) is Finetune:
+        student, histories["student"], timings["student"] = baseline, histories["baseline"], 0.0
+        cached["student"] = cached["baseline"]
+    else:
+        s_key = _student_key(cfg, t_key, cfg.distiller, distiller)
+
+        def train_student():
+            seed_everything(cfg.seed + 2)
+            ctx = context("student", copy.deepcopy(teacher), "occluded", val_occ, cfg.student_epochs,
+                          cfg.student_lr, teacher=teacher)
+            model = distiller.train_student(ctx)
+            return model, ctx.history
+
+        student = cached_stage("student", "students", s_key, train_student)
+
+    # 4. Scores on the test split.
+    t = time.perf_counter()
+    bar = reporter.stage("evaluate", 4)
+    try:
+        scores = {}
+        for name, model, data in (("teacher_clean", teacher, test_clean), ("teacher_occluded", teacher, test_occ),
+                                  ("baseline", baseline, test_occ), ("student", student, test_occ)):
+            scores[name] = evaluate(model, data, task, device)
+            bar.advance(1)
+    finally:
+        bar.close()
+    timings["evaluate"] = time.perf_counter() - t
+    timings["total"] = time.perf_counter() - t_all
+
+    m = task.metric
+    metrics: dict[str, Any] = {
+        "task": cfg.task, "occlusion": cfg.occlusion, "distiller": cfg.distiller, "backbone": cfg.backbone,
+        "dataset": cfg.dataset, "seed": cfg.seed, "metric": m, "higher_is_better": task.higher_is_better,
+        "unit": task.unit.strip(),
+        **{name: s[m] for name, s in scores.items()},
+        "gap_closed": gap_closed(scores["student"][m], scores["baseline"][m], scores["teacher_clean"][m]),
+        "all_metrics": scores,
+        "n_test": len(test_clean.targets), "n_train": len(train),
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+        "reused_from_cache": cached,
+        "origins": parts.origins, "device": str(device),
+        "versions": {"occlusion_distill": __version__, "torch": torch.__version__},
+    }
+    models = {"teacher": teacher, "baseline": baseline, "student": student}
+    if checkpoint_dir is not None:
+        from .cache import atomic_torch_save
+
+        for name, model in models.items():
+            atomic_torch_save({"state_dict": model.state_dict(), "task": task.state(),
+                               "backbone": cfg.backbone, "image_size": cfg.image_size, "channels": channels},
+                              checkpoint_dir / f"{name}.pt")
+    return RunResult(metrics=metrics, histories=histories, models=models, task_state=task.state())

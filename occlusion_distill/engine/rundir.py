@@ -1,0 +1,73 @@
+"""A run directory is built under a temporary name and renamed into place only when complete."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+
+
+def check_out_dir(out: Path, overwrite: bool = False) -> None:
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"--out {out} already exists and is not empty; choose another or pass --overwrite")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise UsageError(f"--out {out}: {parent} is a file, not a directory")
+    if parent.exists() and not os.access(parent, os.W_OK):
+        raise UsageError(f"--out {out}: {parent} is not writable")
+
+
+class RunDir:
+    """``with RunDir(out) as tmp:`` write into ``tmp``; on success it becomes ``out``, on failure it vanishes."""
+
+    def __init__(self, out: str | Path, overwrite: bool = False):
+        self.out = Path(out)
+        self.overwrite = overwrite
+        check_out_dir(self.out, overwrite)
+        self.tmp = self.out.parent / f".{self.out.name}.tmp-{os.getpid()}"
+        self._made: list[Path] = []
+
+    def __enter__(self) -> Path:
+        missing = []
+        parent = self.out.parent
+        while not parent.exists():
+            missing.append(parent)
+            parent = parent.parent
+        for p in reversed(missing):
+            p.mkdir()
+            self._made.append(p)
+        self.tmp.mkdir()
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            if self.out.exists():
+                shutil.rmtree(self.out) if self.out.is_dir() else self.out.unlink()
+            os.replace(self.tmp, self.out)
+            return
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        for p in reversed(self._made):  # parents this run created, deepest first
+            try:
+                p.rmdir()
+            except OSError:
+                pass
+
+
+def write_json(path: Path, obj: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

@@ -1,0 +1,129 @@
+"""Backbone plugins: a network that maps a face to an embedding (``num_features`` wide).
+
+A backbone factory is called as ``factory(in_chans=..., pretrained=...)``. Any timm model name works
+(``timm.create_model(name, num_classes=0, in_chans=...)``); a few are registered with a description so
+``occdistill list`` shows sensible choices, and facenet-pytorch's ``InceptionResnetV1`` is registered
+as ``inception-resnet-v1`` (VGGFace2 weights with ``--pretrained``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from ..errors import OccdistillError, UsageError
+from ..registry import Entry, backbones
+
+DEFAULT_BACKBONE = "simple-cnn"
+
+
+class PretrainedUnavailable(OccdistillError):
+    """Pretrained weights could not be fetched (usually: no access to the model hub)."""
+
+
+def _timm(model_name: str, in_chans: int = 3, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    import timm
+
+    try:
+        return timm.create_model(model_name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs)
+    except Exception as exc:
+        if pretrained:
+            raise PretrainedUnavailable(
+                f"could not get pretrained weights for '{model_name}' ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); without hub access, "
+                f"download them elsewhere and pass --weights PATH") from exc
+        raise UsageError(f"timm could not build '{model_name}': {exc}") from exc
+
+
+_CURATED = {
+    "resnet10t": "timm ResNet-10-T: a small ResNet that trains from scratch on CPU",
+    "resnet18": "timm ResNet-18",
+    "resnet50": "timm ResNet-50 (GPU-sized)",
+    "mobilenetv3_small_100": "timm MobileNetV3-Small: the lightest choice",
+    "efficientnet_b0": "timm EfficientNet-B0",
+    "vgg11_bn": "timm VGG-11 with BatchNorm (close to the paper's VGG family)",
+}
+for _name, _desc in _CURATED.items():
+    backbones.add(_name, partial(_timm, _name), description=_desc)
+
+
+def _timm_fallback(name: str) -> Entry | None:
+    import timm
+
+    model_name = name[len("timm:"):] if name.startswith("timm:") else name
+    if not timm.is_model(model_name):
+        return None
+    return Entry(name=name, obj=partial(_timm, model_name), description=f"timm model {model_name}",
+                 origin=f"timm=={timm.__version__}")
+
+
+def _timm_names() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
+backbones._fallback = _timm_fallback
+backbones._extra_names = _timm_names
+
+
+class _GreyToRGB(nn.Module):
+    """Feeds a grey face to a network built for RGB by repeating the channel."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
+
+
+@backbones.register("inception-resnet-v1")
+def inception_resnet_v1(in_chans: int = 3, pretrained: bool = False) -> nn.Module:
+    """facenet-pytorch InceptionResnetV1, 512-d; --pretrained loads its VGGFace2 weights (needs internet)."""
+    from facenet_pytorch import InceptionResnetV1
+
+    try:
+        net = InceptionResnetV1(pretrained="vggface2" if pretrained else None, classify=False)
+    except Exception as exc:
+        raise PretrainedUnavailable(
+            f"could not download the VGGFace2 weights of InceptionResnetV1 ({type(exc).__name__}); "
+            f"without internet, fetch them elsewhere and pass --weights PATH") from exc
+    net.num_features = 512
+    return _GreyToRGB(net) if in_chans == 1 else net
+
+
+class SimpleCNN(nn.Module):
+    """VGG-style blocks (3x3 conv, BatchNorm, ReLU, 2x2 max-pool) and global average pooling.
+
+    It keeps full resolution in its first block, so the small cues of small faces survive; it is the
+    kind of network the FER literature trains from scratch on 48 px faces.
+    """
+
+    def __init__(self, in_chans: int = 3, widths: tuple[int, ...] = (24, 48, 96, 192), double_from: int = 2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        c = in_chans
+        for i, w in enumerate(widths):
+            convs = 2 if i >= double_from else 1
+            for _ in range(convs):
+                layers += [nn.Conv2d(c, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+                c = w
+            layers.append(nn.MaxPool2d(2))
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        self.features = nn.Sequential(*layers)
+        self.num_features = c
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+
+@backbones.register("simple-cnn")
+def simple_cnn(in_chans: int = 3, pretrained: bool = False, widths: tuple[int, ...] = (24, 48, 96, 192)) -> nn.Module:
+    """The default: a 4-block VGG-style CNN (~0.6 M parameters) that trains from scratch on 2 CPU cores."""
+    if pretrained:
+        raise UsageError("simple-cnn has no pretrained weights; train it from scratch or pass --weights PATH")
+    return SimpleCNN(in_chans, tuple(widths))

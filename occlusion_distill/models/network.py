@@ -1,0 +1,96 @@
+"""``FaceModel``: backbone + task head, and loading of user weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import NamedTuple
+
+import pickle
+
+import torch
+import torch.nn as nn
+
+from ..errors import UsageError
+from ..registry import registry
+
+
+class ModelOutput(NamedTuple):
+    logits: torch.Tensor  # (B, output_dim): class logits, or the standardised regression value
+    embedding: torch.Tensor  # (B, D): the backbone's face embedding
+
+
+class FaceModel(nn.Module):
+    def __init__(self, backbone: nn.Module, embed_dim: int, output_dim: int):
+        super().__init__()
+        self.backbone = backbone
+        self.embed_dim = embed_dim
+        self.head = nn.Linear(embed_dim, output_dim)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        emb = self.backbone(x)
+        return ModelOutput(self.head(emb), emb)
+
+
+def build_model(backbone: str, *, in_chans: int, image_size: int, output_dim: int,
+                pretrained: bool = False, weights: str | None = None) -> FaceModel:
+    """Create the named backbone, check it accepts the image size, put a head on it."""
+    net = registry("backbones").create(backbone, in_chans=in_chans, pretrained=pretrained or None)
+    if weights:
+        load_weights(net, weights)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            probe = net(torch.zeros(2, in_chans, image_size, image_size))
+    except RuntimeError as exc:
+        raise UsageError(f"backbone '{backbone}' cannot take {image_size}x{image_size} images "
+                         f"(too small for its downsampling?): {str(exc).splitlines()[0]}") from exc
+    net.train(was_training)
+    if probe.ndim != 2:
+        raise UsageError(f"backbone '{backbone}' must return (batch, features), returned {tuple(probe.shape)}")
+    return FaceModel(net, int(probe.shape[1]), output_dim)
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Load a weights file with ``weights_only=True``: code hidden in a pickle is never run."""
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"weights file not found: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UsageError(f"{path} is not a weights-only file (it needs arbitrary code to unpickle); "
+                         f"refusing to load it. Save a plain state_dict instead") from exc
+    except Exception as exc:
+        raise UsageError(f"cannot read weights from {path}: {type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    for key in ("state_dict", "model", "backbone"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
+        raise UsageError(f"{path} does not hold a state_dict of tensors")
+    return obj
+
+
+def load_weights(net: nn.Module, path: str | Path) -> None:
+    """Load a backbone state_dict (prefixes ``module.`` / ``backbone.`` are stripped)."""
+    state = read_state_dict(path)
+    clean = {}
+    for k, v in state.items():
+        for prefix in ("module.", "backbone."):
+            if k.startswith(prefix):
+                k = k[len(prefix):]
+        clean[k] = v
+    own = net.state_dict()
+    missing = [k for k in own if k not in clean]
+    if len(missing) == len(own):
+        raise UsageError(f"no parameter in {path} matches this backbone (first keys: {list(clean)[:3]})")
+    if missing:
+        raise UsageError(f"{path} lacks {len(missing)} of the backbone's {len(own)} tensors, "
+                         f"e.g. {missing[:3]}")
+    shape_bad = [k for k in own if clean[k].shape != own[k].shape]
+    if shape_bad:
+        k = shape_bad[0]
+        raise UsageError(f"{path}: '{k}' has shape {tuple(clean[k].shape)}, the backbone expects "
+                         f"{tuple(own[k].shape)} (different architecture, channels or size?)")
+    net.load_state_dict({k: clean[k] for k in own}, strict=True)

@@ -1,0 +1,103 @@
+"""``Occlusion``: an albumentations DualTransform that places itself by the face's 5 landmarks.
+
+Randomness lives in ``sample`` (drawn from the transform's own seeded ``random_generator``), pixels in
+``draw``, which is a pure function of the image and the sampled parameters. Keypoints pass through
+unchanged, so an occlusion can sit anywhere in an ``A.Compose([...], keypoint_params=...)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import albumentations as A
+import numpy as np
+
+from ..errors import DataError, UsageError
+
+
+def landmarks_from(keypoints: Any) -> np.ndarray:
+    """The first 5 keypoints as a (5, 2) float array (MTCNN order), with a clear error otherwise."""
+    if keypoints is None:
+        raise DataError("an occlusion needs the face's 5 landmarks: pass keypoints=... (MTCNN order)")
+    kps = np.asarray(keypoints, dtype=np.float32)
+    if kps.ndim != 2 or kps.shape[0] < 5 or kps.shape[1] < 2:
+        raise DataError(f"an occlusion needs 5 landmarks as (x, y) keypoints, got shape {kps.shape}")
+    return kps[:5, :2]
+
+
+def check_fill(fill: Any) -> int | tuple[int, ...]:
+    """A fill colour: one 0-255 value, or one per channel."""
+    values = fill if isinstance(fill, (list, tuple)) else [fill]
+    if not values or not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                             and 0 <= v <= 255 for v in values):
+        raise UsageError(f"fill must be a 0-255 integer or a tuple of them, not {fill!r}")
+    return tuple(int(v) for v in values) if isinstance(fill, (list, tuple)) else int(fill)
+
+
+class Occlusion(A.DualTransform):
+    """Base class of every occlusion plugin; subclasses write ``sample`` and ``coverage`` (and ``draw``)."""
+
+    def __init__(self, fill: int | Sequence[int] = 0, p: float = 1.0):
+        super().__init__(p=p)
+        self.fill = check_fill(fill)
+
+    # -- what a plugin writes ----------------------------------------------------------------------
+    def sample(self, landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
+        """All random and landmark-derived parameters for one face. Use ``self.random_generator``."""
+        return {}
+
+    def coverage(self, shape: tuple[int, int], **params: Any) -> np.ndarray:
+        """The (H, W) boolean mask of pixels this occlusion hides, for the sampled parameters."""
+        raise NotImplementedError
+
+    def draw(self, image: np.ndarray, **params: Any) -> np.ndarray:
+        """Paint the occluder; the default fills the coverage mask with ``fill``."""
+        mask = self.coverage(image.shape[:2], **params)
+        out = image.copy()
+        fill = np.asarray(self.fill, dtype=image.dtype)
+        if out.ndim == 3 and fill.size not in (1, out.shape[2]):
+            raise UsageError(f"fill {self.fill} has {fill.size} values for an image with {out.shape[2]} channels")
+        out[mask] = fill if out.ndim == 3 else fill.flat[0]
+        return out
+
+    # -- plain use, without albumentations' machinery ----------------------------------------------
+    def occlude(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Occlude one face: returns the new image and the coverage mask."""
+        params = self.sample(landmarks_from(landmarks), image.shape[:2])
+        return self.draw(image, **params), self.coverage(image.shape[:2], **params)
+
+    # -- albumentations hooks ----------------------------------------------------------------------
+    def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> Any:
+        if "keypoints" not in data and "image" in data:
+            raise DataError(f"{type(self).__name__} needs the face's 5 landmarks: call it with "
+                            f"keypoints=... (in A.Compose, set keypoint_params)")
+        return super().__call__(*args, force_apply=force_apply, **data)
+
+    @property
+    def targets_as_params(self) -> list[str]:
+        return ["keypoints"]
+
+    # albumentations adds keys of its own (shape, fill, ...) to the params it passes around, so the
+    # sampled parameters travel under one key of ours and never clash with them.
+    def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
+        shape = tuple(params["shape"][:2])
+        return {"occlusion": self.sample(landmarks_from(data.get("keypoints")), shape)}
+
+    def apply(self, img: np.ndarray, occlusion: dict[str, Any] | None = None, **_: Any) -> np.ndarray:
+        return self.draw(img, **(occlusion or {}))
+
+    def apply_to_mask(self, mask: np.ndarray, occlusion: dict[str, Any] | None = None, **_: Any) -> np.ndarray:
+        # The mask target receives the coverage: pass an empty mask to get what was hidden.
+        cover = self.coverage(mask.shape[:2], **(occlusion or {}))
+        out = mask.copy()
+        out[cover] = 1
+        return out
+
+    def apply_to_keypoints(self, keypoints: np.ndarray, **params: Any) -> np.ndarray:
+        return keypoints
+
+    def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
+        return bboxes
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("fill",)

@@ -1,0 +1,79 @@
+"""``none``, ``lower-half`` and ``upper-half``: the ICPR 2020 setting, split at the face's landmarks.
+
+The split line runs parallel to the eye line (so it follows head roll) through the point ``split`` of
+the way from the eyes' midpoint to the nose tip: with the default 0.5 it passes between the eyes and
+the nose tip, so ``lower-half`` hides nose and mouth (as a mask does) and ``upper-half`` hides eyes and
+brows (as a VR headset does).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import UsageError
+from ..registry import occlusions
+from .base import Occlusion
+
+
+def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit vectors along the eye line (image left to right) and down the face."""
+    eyes = landmarks[:2][np.argsort(landmarks[:2, 0])]  # robust to flipped images
+    across = eyes[1] - eyes[0]
+    norm = float(np.hypot(*across))
+    across = across / norm if norm > 1e-6 else np.array([1.0, 0.0])
+    down = np.array([-across[1], across[0]])
+    return across, down
+
+
+@occlusions.register("none")
+class NoOcclusion(Occlusion):
+    """Nothing hidden: the clean face (reference and sanity check)."""
+
+    def coverage(self, shape: tuple[int, int], **params: Any) -> np.ndarray:
+        return np.zeros(shape[:2], dtype=bool)
+
+    def draw(self, image: np.ndarray, **params: Any) -> np.ndarray:
+        return image
+
+
+class _Half(Occlusion):
+    hide_below = True
+
+    def __init__(self, split: float = 0.5, fill: int | Sequence[int] = 0, p: float = 1.0):
+        super().__init__(fill=fill, p=p)
+        if not isinstance(split, (int, float)) or not -1.0 <= split <= 2.0:
+            raise UsageError(f"split must be a number in [-1, 2] (0 = eye line, 1 = nose tip), not {split!r}")
+        self.split = float(split)
+
+    def sample(self, landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
+        _, down = face_axes(landmarks)
+        eyes = landmarks[:2].mean(axis=0)
+        depth = float(np.dot(landmarks[2] - eyes, down))
+        point = eyes + down * depth * self.split
+        return {"point": point.astype(np.float64), "normal": down}
+
+    def coverage(self, shape: tuple[int, int], point=None, normal=None, **params: Any) -> np.ndarray:
+        h, w = shape[:2]
+        ys, xs = np.mgrid[0:h, 0:w]
+        # Pixel centres at +0.5: a pixel is hidden when its centre lies past the line.
+        side = (xs + 0.5 - point[0]) * normal[0] + (ys + 0.5 - point[1]) * normal[1]
+        return side > 0 if self.hide_below else side <= 0
+
+    def get_transform_init_args_names(self) -> tuple[str, ...]:
+        return ("split", "fill")
+
+
+@occlusions.register("lower-half")
+class LowerHalf(_Half):
+    """Hides the lower half of the face (nose and mouth): only eyes and brows stay visible."""
+
+    hide_below = True
+
+
+@occlusions.register("upper-half")
+class UpperHalf(_Half):
+    """Hides the upper half of the face (eyes and brows): only nose and mouth stay visible."""
+
+    hide_below = False

@@ -1,0 +1,211 @@
+"""One generic registry for every plugin kind, fed by decorators and by entry points.
+
+Built-in plugins register with a decorator when their module is imported. Third-party packages
+declare ``[project.entry-points."occlusion_distill.<kind>"]`` and are loaded lazily, the first time a
+registry is asked for names; a plugin that fails to import becomes a warning and the rest keep working.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import os
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from typing import Any, Callable, Iterator
+
+from .errors import PluginError
+
+KINDS = ("occlusions", "tasks", "distillers", "backbones", "datasets")
+ENTRY_POINT_PREFIX = "occlusion_distill."
+BUILTIN_ORIGIN = "occlusion-distill"
+
+
+class PluginLoadWarning(UserWarning):
+    """A third-party plugin could not be imported; it is left out."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    obj: Callable[..., Any]
+    description: str
+    origin: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"name": self.name, "description": self.description, "origin": self.origin}
+
+
+def first_doc_line(obj: Any) -> str:
+    doc = inspect.getdoc(obj) or ""
+    return doc.strip().splitlines()[0].strip() if doc.strip() else ""
+
+
+def _builtin_origin() -> str:
+    from . import __version__
+
+    return f"{BUILTIN_ORIGIN}=={__version__} (built-in)"
+
+
+def _allowed_distributions() -> set[str] | None:
+    """``OCCDISTILL_PLUGINS`` limits which third-party distributions load ("none" loads none)."""
+    raw = os.environ.get("OCCDISTILL_PLUGINS")
+    if raw is None:
+        return None
+    names = {n.strip().lower() for n in raw.split(",") if n.strip()}
+    return set() if names <= {"none", ""} else names
+
+
+class Registry:
+    """Named factories of one kind: ``register`` (decorator), ``get``, ``create``, ``names``, ``entries``."""
+
+    def __init__(self, kind: str, *, fallback: Callable[[str], Entry | None] | None = None,
+                 extra_names: Callable[[], list[str]] | None = None):
+        self.kind = kind
+        self.group = ENTRY_POINT_PREFIX + kind
+        self._entries: dict[str, Entry] = {}
+        self._entry_points_loaded = False
+        self.load_warnings: list[str] = []
+        # Backbones resolve any timm model name without registering thousands of entries.
+        self._fallback = fallback
+        self._extra_names = extra_names
+
+    # -- registration -----------------------------------------------------------------------
+    def register(self, obj: Callable[..., Any] | str | None = None, *, name: str | None = None,
+                 description: str | None = None, origin: str | None = None):
+        """Use bare (``@reg.register``), with a name (``@reg.register("lower-half")``) or as a call."""
+        if isinstance(obj, str):
+            name, obj = obj, None
+
+        def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+            self.add(name or getattr(fn, "name", None) or fn.__name__, fn,
+                     description=description, origin=origin)
+            return fn
+
+        return decorator(obj) if obj is not None else decorator
+
+    def add(self, name: str, obj: Callable[..., Any], *, description: str | None = None,
+            origin: str | None = None) -> Entry:
+        entry = Entry(name=name, obj=obj, description=description or first_doc_line(obj),
+                      origin=origin or _builtin_origin())
+        if name in self._entries:
+            other = self._entries[name]
+            raise PluginError(
+                f"two {self.kind} plugins are named '{name}': one from {other.origin}, "
+                f"one from {entry.origin}; uninstall or rename one of them")
+        self._entries[name] = entry
+        return entry
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    # -- third-party discovery ----------------------------------------------------------------
+    def load_entry_points(self, *, force: bool = False) -> None:
+        if self._entry_points_loaded and not force:
+            return
+        self._entry_points_loaded = True
+        allowed = _allowed_distributions()
+        for ep in metadata.entry_points(group=self.group):
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else "unknown distribution"
+            if dist_name and dist_name.lower() == BUILTIN_ORIGIN:
+                continue
+            origin = f"{dist_name}=={dist.version}" if dist is not None else dist_name
+            if allowed is not None and dist_name.lower() not in allowed:
+                continue
+            if ep.name in self._entries and self._entries[ep.name].origin == origin:
+                continue  # reloaded after entry points were refreshed
+            try:
+                obj = ep.load()
+            except Exception as exc:  # a broken plugin must not take the toolkit down
+                msg = (f"{self.kind} plugin '{ep.name}' from {origin} failed to load and is skipped: "
+                       f"{type(exc).__name__}: {exc}")
+                self.load_warnings.append(msg)
+                warnings.warn(msg, PluginLoadWarning, stacklevel=2)
+                continue
+            self.add(ep.name, obj, origin=origin)
+
+    # -- lookup -------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        self.load_entry_points()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        self.load_entry_points()
+        return [self._entries[n] for n in sorted(self._entries)]
+
+    def __contains__(self, name: object) -> bool:
+        try:
+            self.get(str(name))
+        except PluginError:
+            return False
+        return True
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+    def get(self, name: str) -> Entry:
+        self.load_entry_points()
+        if name in self._entries:
+            return self._entries[name]
+        if self._fallback is not None:
+            entry = self._fallback(name)
+            if entry is not None:
+                return entry
+        raise PluginError(self.unknown_message(name))
+
+    def unknown_message(self, name: str) -> str:
+        candidates = self.names() + (self._extra_names() if self._extra_names else [])
+        close = difflib.get_close_matches(name, candidates, n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
+            f"; available: {', '.join(self.names())}"
+        return f"unknown {self.kind[:-1]} '{name}'{hint}"
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Build the named plugin; ``None`` keyword values are dropped so defaults hold (as in timm)."""
+        entry = self.get(name)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        return entry.obj(**kwargs)
+
+
+_REGISTRIES: dict[str, Registry] = {}
+
+
+def registry(kind: str) -> Registry:
+    if kind not in KINDS:
+        raise PluginError(f"unknown plugin kind '{kind}'; kinds are: {', '.join(KINDS)}")
+    _load_builtins()
+    return _REGISTRIES[kind]
+
+
+def _make(kind: str, **kw: Any) -> Registry:
+    _REGISTRIES[kind] = Registry(kind, **kw)
+    return _REGISTRIES[kind]
+
+
+occlusions = _make("occlusions")
+tasks = _make("tasks")
+distillers = _make("distillers")
+datasets = _make("datasets")
+backbones = _make("backbones")  # its timm fallback is attached in models.backbones
+
+_builtins_loaded = False
+
+
+def _load_builtins() -> None:
+    """Import the built-in plugin modules once, so their decorators run."""
+    global _builtins_loaded
+    if _builtins_loaded:
+        return
+    _builtins_loaded = True
+    from . import data, distillers as _d, models, occlusions as _o, tasks as _t  # noqa: F401
+
+
+def create(kind: str, name: str, **kwargs: Any) -> Any:
+    return registry(kind).create(name, **kwargs)
+
+
+def list_plugins(kind: str | None = None) -> dict[str, list[dict[str, str]]]:
+    kinds = [kind] if kind else list(KINDS)
+    return {k: [e.as_dict() for e in registry(k).entries()] for k in kinds}

@@ -1,0 +1,141 @@
+"""``Task``: what is predicted from a face, its head size, loss, metrics and better direction."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.faceset import FaceSet
+from ..errors import DataError
+
+
+class Task:
+    """Base class of task plugins. ``label`` names the data set label the task reads."""
+
+    label: str = ""
+    regression: bool = False
+    metric: str = ""
+    higher_is_better: bool = True
+    unit: str = ""
+
+    def __init__(self) -> None:
+        self.output_dim = 0
+
+    def setup(self, train: FaceSet) -> "Task":
+        """Fit what the task needs from the training split (class count, target scale)."""
+        if self.label not in train.labels:
+            have = ", ".join(sorted(train.labels)) or "none"
+            raise DataError(f"task '{self.name}' needs '{self.label}' labels, but data set "
+                            f"'{train.name}' has only: {have}")
+        return self
+
+    @property
+    def name(self) -> str:
+        return getattr(type(self), "name", type(self).__name__.lower())
+
+    def targets(self, faces: FaceSet) -> np.ndarray:
+        return faces.labels[self.label]
+
+    def state(self) -> dict[str, Any]:
+        """What a trained model needs besides weights to be used again (stored in checkpoints)."""
+        return {"output_dim": self.output_dim}
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        """Metrics over a whole split; ``self.metric`` is the primary one."""
+        raise NotImplementedError
+
+
+class ClassificationTask(Task):
+    metric = "accuracy"
+    higher_is_better = True
+    unit = "%"
+
+    def __init__(self, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.class_names: list[str] = []
+
+    def setup(self, train: FaceSet) -> "ClassificationTask":
+        super().setup(train)
+        names = train.classes.get(self.label)
+        found = len(names) if names else int(train.labels[self.label].max()) + 1
+        if self.num_classes is not None and self.num_classes != found:
+            raise DataError(f"task '{self.name}' was asked for {self.num_classes} classes, "
+                            f"but data set '{train.name}' has {found}")
+        self.num_classes = found
+        self.class_names = list(names) if names else [str(i) for i in range(found)]
+        labels = train.labels[self.label]
+        if labels.min() < 0 or labels.max() >= found:
+            raise DataError(f"'{self.label}' labels of '{train.name}' must lie in 0..{found - 1}, "
+                            f"found {labels.min()}..{labels.max()}")
+        self.output_dim = found
+        return self
+
+    def state(self) -> dict[str, Any]:
+        return {"output_dim": self.output_dim, "class_names": self.class_names}
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(outputs, targets.long())
+
+    def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        pred = outputs.argmax(axis=1)
+        return {"accuracy": 100.0 * float((pred == targets).mean())}
+
+
+def macro_f1(pred: np.ndarray, targets: np.ndarray, num_classes: int) -> float:
+    """Mean F1 over the classes present in targets or predictions, in percent."""
+    scores = []
+    for c in range(num_classes):
+        tp = int(((pred == c) & (targets == c)).sum())
+        fp = int(((pred == c) & (targets != c)).sum())
+        fn = int(((pred != c) & (targets == c)).sum())
+        if tp + fp + fn == 0:
+            continue
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return 100.0 * float(np.mean(scores)) if scores else 0.0
+
+
+class RegressionTask(Task):
+    """Predicts one number; the network works in standardised units fitted on the training split."""
+
+    regression = True
+    metric = "mae"
+    higher_is_better = False
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.output_dim = 1
+        self.mean = 0.0
+        self.std = 1.0
+
+    def setup(self, train: FaceSet) -> "RegressionTask":
+        super().setup(train)
+        values = train.labels[self.label].astype(np.float64)
+        if not np.isfinite(values).all():
+            raise DataError(f"'{self.label}' labels of '{train.name}' contain NaN or infinite values")
+        self.mean = float(values.mean())
+        self.std = float(values.std()) or 1.0
+        return self
+
+    def state(self) -> dict[str, Any]:
+        return {"output_dim": 1, "mean": self.mean, "std": self.std}
+
+    def normalise(self, targets: torch.Tensor) -> torch.Tensor:
+        return (targets.float() - self.mean) / self.std
+
+    def decode(self, outputs: np.ndarray) -> np.ndarray:
+        return outputs.reshape(-1) * self.std + self.mean
+
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        # Huber in standardised units: robust to the odd wrong age label, smooth near zero.
+        return F.smooth_l1_loss(outputs.reshape(-1), self.normalise(targets))
+
+    def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        err = self.decode(outputs) - targets.astype(np.float64)
+        return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean()))}

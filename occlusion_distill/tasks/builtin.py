@@ -1,0 +1,38 @@
+"""The built-in tasks: expression, gender and age."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..registry import tasks
+from .base import ClassificationTask, RegressionTask, macro_f1
+
+
+@tasks.register("expression")
+class Expression(ClassificationTask):
+    """Facial expression classification (FER2013: 7 classes, FER+: 8); accuracy and macro-F1."""
+
+    name = "expression"
+    label = "expression"
+
+    def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+        pred = outputs.argmax(axis=1)
+        return {"accuracy": 100.0 * float((pred == targets).mean()),
+                "macro_f1": macro_f1(pred, targets, self.output_dim)}
+
+
+@tasks.register("gender")
+class Gender(ClassificationTask):
+    """Gender classification (2 classes); accuracy."""
+
+    name = "gender"
+    label = "gender"
+
+
+@tasks.register("age")
+class Age(RegressionTask):
+    """Age regression in years; mean absolute error (lower is better)."""
+
+    name = "age"
+    label = "age"
+    unit = " years"

@@ -1,0 +1,85 @@
+import albumentations as A
+import numpy as np
+import pytest
+
+from occlusion_distill.data.synthfaces import generate
+from occlusion_distill.errors import DataError, UsageError
+from occlusion_distill.registry import create
+
+
+@pytest.fixture(scope="module")
+def faces():
+    return generate(20, 64, seed=11)
+
+
+def _eyes_mouth_hidden(mask, lm):
+    def hidden(p):
+        x, y = np.clip(p.round().astype(int), 0, mask.shape[0] - 1)
+        return bool(mask[y, x])
+    return [hidden(lm[0]), hidden(lm[1])], [hidden(lm[3]), hidden(lm[4])]
+
+
+def test_halves_split_at_the_landmarks(faces):
+    lower, upper = create("occlusions", "lower-half"), create("occlusions", "upper-half")
+    for img, lm in zip(faces.images, faces.landmarks):
+        _, m_low = lower.occlude(img, lm)
+        _, m_up = upper.occlude(img, lm)
+        eyes, mouth = _eyes_mouth_hidden(m_low, lm)
+        assert eyes == [False, False] and mouth == [True, True]
+        eyes, mouth = _eyes_mouth_hidden(m_up, lm)
+        assert eyes == [True, True] and mouth == [False, False]
+        assert not (m_low & m_up).any() and (m_low | m_up).all()  # complementary halves
+
+
+def test_split_follows_the_face_not_the_image_middle():
+    img = np.full((64, 64, 3), 200, np.uint8)
+    low_face = np.array([[20, 40], [44, 40], [32, 50], [24, 58], [40, 58]], np.float32)  # face in the low part
+    _, mask = create("occlusions", "lower-half").occlude(img, low_face)
+    assert not mask[:44].any() and mask[46:].all()  # split halfway from eyes (y=40) to nose (y=50)
+    rolled = np.array([[20, 30], [44, 42], [26, 46], [20, 56], [34, 63]], np.float32)  # tilted eye line
+    _, mask = create("occlusions", "lower-half").occlude(img, rolled)
+    rows_hidden = mask.argmax(axis=0)  # first hidden row per column goes down as x grows
+    assert rows_hidden[10] < rows_hidden[50]
+
+
+def test_drawing_fills_only_the_coverage_and_keeps_dtype_shape(faces):
+    occ = create("occlusions", "upper-half", fill=(255, 0, 0))
+    img, lm = faces.images[0], faces.landmarks[0]
+    out, mask = occ.occlude(img, lm)
+    assert out.dtype == np.uint8 and out.shape == img.shape
+    assert (out[mask] == [255, 0, 0]).all() and np.array_equal(out[~mask], img[~mask])
+    grey = img[..., :1].copy()
+    out, mask = create("occlusions", "upper-half").occlude(grey, lm)
+    assert out.shape == grey.shape and (out[mask] == 0).all()
+
+
+def test_in_albumentations_compose_keypoints_unchanged_and_mask_target():
+    faces = generate(4, 96, seed=3)
+    pipeline = A.Compose([A.HorizontalFlip(p=1.0), A.CenterCrop(80, 80), create("occlusions", "lower-half")],
+                         keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
+    for img, lm in zip(faces.images, faces.landmarks):
+        res = pipeline(image=img, keypoints=lm, mask=np.zeros(img.shape[:2], np.uint8))
+        expected = np.stack([95 - lm[:, 0], lm[:, 1]], 1) - 8  # flipped (albumentations: x -> W-1-x), cropped
+        assert np.allclose(np.asarray(res["keypoints"]), expected, atol=1e-4)
+        assert res["image"].shape == (80, 80, 3)
+        kp = np.asarray(res["keypoints"])
+        eyes_y, mouth = kp[:2, 1].mean(), kp[3:, 1].mean()
+        assert res["mask"][int(mouth), int(kp[3:, 0].mean())] == 1
+        assert res["mask"][int(eyes_y), int(kp[:2, 0].mean())] == 0
+        assert (res["image"][res["mask"] == 1] == 0).all()
+
+
+def test_none_hides_nothing(faces):
+    out, mask = create("occlusions", "none").occlude(faces.images[0], faces.landmarks[0])
+    assert not mask.any() and np.array_equal(out, faces.images[0])
+
+
+def test_bad_parameters_and_missing_keypoints(faces):
+    with pytest.raises(UsageError, match="fill"):
+        create("occlusions", "lower-half", fill="blue")
+    with pytest.raises(UsageError, match="split"):
+        create("occlusions", "lower-half", split="middle")
+    with pytest.raises(DataError, match="5 landmarks"):
+        create("occlusions", "lower-half")(image=faces.images[0])
+    with pytest.raises(DataError, match="5 landmarks"):
+        create("occlusions", "lower-half").occlude(faces.images[0], faces.landmarks[0][:3])

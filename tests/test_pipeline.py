@@ -1,0 +1,140 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from occlusion_distill.config import RunConfig
+from occlusion_distill.data.synthfaces import generate
+from occlusion_distill.data.paired import PairedFaces, hflip, to_tensor
+from occlusion_distill.engine.cache import ModelCache
+from occlusion_distill.engine.pipeline import gap_closed, run
+from occlusion_distill.engine.trainer import TeacherTable
+from occlusion_distill.models import build_model
+from occlusion_distill.registry import create
+from occlusion_distill.report import NullReporter
+
+METRIC_KEYS = {"task", "occlusion", "distiller", "metric", "higher_is_better", "teacher_clean",
+               "teacher_occluded", "baseline", "student", "gap_closed", "seconds"}
+
+
+def test_gap_closed_by_hand():
+    assert gap_closed(80.0, 70.0, 90.0) == pytest.approx(0.5)  # accuracy: higher is better
+    assert gap_closed(8.0, 10.0, 6.0) == pytest.approx(0.5)  # MAE: lower is better, 2 of 4 years closed
+    assert gap_closed(11.0, 10.0, 6.0) == pytest.approx(-0.25)  # worse than the baseline: negative
+    assert gap_closed(5.0, 5.0, 5.0) is None
+
+
+def test_cli_end_to_end_smoke_run(cli, tmp_path):
+    out = tmp_path / "run"
+    res = cli("run", "--task", "expression", "--occlusion", "lower-half", "--distiller", "kd",
+              "--preset", "smoke", "--out", out)
+    assert res.returncode == 0, res.stderr
+    assert "gap closed" in res.stdout and "Traceback" not in res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert METRIC_KEYS <= set(metrics)
+    assert metrics["metric"] == "accuracy" and metrics["higher_is_better"] is True
+    for key in ("teacher_clean", "teacher_occluded", "baseline", "student"):
+        assert 0.0 <= metrics[key] <= 100.0
+    expected_gap = gap_closed(metrics["student"], metrics["baseline"], metrics["teacher_clean"])
+    assert metrics["gap_closed"] == pytest.approx(expected_gap)
+    assert {"teacher", "baseline", "student", "total"} <= set(metrics["seconds"])
+    config = json.loads((out / "config.json").read_text())
+    assert config["distiller"] == "kd" and config["image_size"] == 32 and config["backbone"] == "simple-cnn"
+    assert "command" in config
+    report = (out / "report.md").read_text()
+    assert "Gap closed" in report and "occdistill run" in report
+    for name in ("teacher", "baseline", "student"):
+        blob = torch.load(out / "checkpoints" / f"{name}.pt", weights_only=True)
+        assert blob["state_dict"] and blob["task"]["output_dim"] == 7
+    for plot in ("results.png", "training.png"):
+        assert (out / "plots" / plot).read_bytes()[:4] == b"\x89PNG"
+    assert [p.name for p in tmp_path.iterdir()] == ["run"]  # no temporary directory left behind
+
+    # A second run with another distiller reuses the teacher and the baseline from the run cache.
+    out2 = tmp_path / "run2"
+    res = cli("run", "--distiller", "finetune", "--preset", "smoke", "--out", out2)
+    assert res.returncode == 0, res.stderr
+    m2 = json.loads((out2 / "metrics.json").read_text())
+    assert m2["reused_from_cache"]["teacher"] and m2["reused_from_cache"]["baseline"]
+    assert m2["teacher_clean"] == pytest.approx(metrics["teacher_clean"])
+    assert m2["baseline"] == pytest.approx(metrics["baseline"])
+    assert m2["student"] == m2["baseline"] and m2["gap_closed"] == 0.0
+
+
+def test_age_regression_smoke_via_cli(cli, tmp_path):
+    res = cli("run", "--task", "age", "--occlusion", "upper-half", "--distiller", "kd", "--preset", "smoke",
+              "--out", tmp_path / "age")
+    assert res.returncode == 0, res.stderr
+    m = json.loads((tmp_path / "age" / "metrics.json").read_text())
+    assert m["metric"] == "mae" and m["higher_is_better"] is False and m["unit"] == "years"
+    for key in ("teacher_clean", "teacher_occluded", "baseline", "student"):
+        assert 0.0 < m[key] < 80.0
+
+
+def test_gender_smoke_via_library(tmp_path):
+    cfg = RunConfig.from_options("smoke", task="gender", occlusion="upper-half", distiller="kd")
+    result = run(cfg, NullReporter(), ModelCache(tmp_path / "cache"))
+    m = result.metrics
+    assert m["metric"] == "accuracy" and METRIC_KEYS <= set(m)
+    assert set(result.models) == {"teacher", "baseline", "student"}
+    # the library run is reproducible: same config, same cache-free numbers
+    again = run(cfg, NullReporter(), ModelCache(None)).metrics
+    assert again["teacher_clean"] == pytest.approx(m["teacher_clean"])
+    assert again["student"] == pytest.approx(m["student"])
+
+
+def test_cached_teacher_outputs_equal_online_ones():
+    faces = generate(24, 32, seed=1)
+    task = create("tasks", "expression").setup(faces)
+    teacher = build_model("simple-cnn", in_chans=3, image_size=32, output_dim=task.output_dim).eval()
+    train = PairedFaces(faces, task.targets(faces), create("occlusions", "lower-half"), flip=True, seed=3)
+    table = TeacherTable(teacher, train, torch.device("cpu"))
+    flips = set()
+    for i in range(len(faces)):
+        item = train[i]
+        flips.add(bool(item["flipped"]))
+        with torch.no_grad():
+            online = teacher(item["clean"][None])
+        cached = table.lookup(item["index"][None], item["flipped"][None])
+        assert torch.allclose(cached.logits, online.logits, atol=1e-5)
+        assert torch.allclose(cached.embedding, online.embedding, atol=1e-5)
+    assert flips == {False, True}  # both halves of the table were exercised
+
+
+def test_paired_views_share_the_flip_and_occlusion_is_reproducible():
+    faces = generate(6, 32, seed=2)
+    ds = PairedFaces(faces, faces.labels["expression"], create("occlusions", "lower-half"), flip=True, seed=5)
+    for i in range(len(faces)):
+        a, b = ds[i], ds[i]
+        assert torch.equal(a["occluded"], b["occluded"])
+        img, lm = (hflip(faces.images[i], faces.landmarks[i]) if a["flipped"]
+                   else (faces.images[i], faces.landmarks[i]))
+        assert torch.equal(a["clean"], to_tensor(np.ascontiguousarray(img)[None])[0])
+        # the occluded view is the clean one with pixels blacked out, never a different face
+        visible = a["occluded"] != -1.0
+        assert torch.equal(a["occluded"][visible], a["clean"][visible])
+
+
+def test_failure_inside_a_run_leaves_no_run_directory(tmp_path, monkeypatch, capsys):
+    from occlusion_distill import cli as cli_module
+    from occlusion_distill.distillers import Distiller
+    from occlusion_distill.registry import registry
+
+    class Exploding(Distiller):
+        """Raises on its first step."""
+
+        def forward(self, student, targets, teacher=None):
+            raise RuntimeError("kaboom")
+
+    registry("distillers").add("exploding", Exploding, origin="tests")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            cli_module.main(["run", "--distiller", "exploding", "--preset", "smoke", "--epochs", "1",
+                             "--out", str(tmp_path / "deep" / "run")])
+    finally:
+        registry("distillers").unregister("exploding")
+    assert exit_info.value.code != 0
+    err = capsys.readouterr().err
+    assert "kaboom" in err and "Traceback" not in err
+    assert list(tmp_path.iterdir()) == []  # neither the run nor the parent it would have created
