@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import EXIT_USAGE, OccdistillError, UsageError
+from .errors import EXIT_RUNTIME, EXIT_USAGE, OccdistillError, UsageError
 from .registry import KINDS, PluginLoadWarning, list_plugins, registry
 
 
@@ -52,19 +52,13 @@ def list_cmd(kind: str | None, as_json: bool) -> None:
     """List registered plugins (all kinds, or one KIND) with descriptions and origins."""
     from .report import RichReporter
 
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", PluginLoadWarning)
-        listing = list_plugins(kind)
-    load_warnings = [str(w.message) for w in caught if issubclass(w.category, PluginLoadWarning)]
-    for k in listing:  # warnings raised on an earlier load in this process are kept by the registry
-        load_warnings += [w for w in registry(k).load_warnings if w not in load_warnings]
+    listing = list_plugins(kind)
+    load_warnings = [w for k in listing for w in registry(k).load_warnings]
     reporter = RichReporter()
     if as_json:
         reporter.print_json(json.dumps({**listing, "warnings": load_warnings}, indent=2))
-        for w in load_warnings:
-            reporter.warn(w)
     else:
-        reporter.plugin_table(listing, load_warnings)
+        reporter.plugin_table(listing)
 
 
 def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
@@ -152,14 +146,15 @@ def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dat
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{task}-{occlusion}-{distiller}-s{seed}-{stamp}"
     check_out_dir(out, overwrite)
-    from .engine.pipeline import preflight
+    from .engine.pipeline import preflight, resolved_settings
 
-    preflight(cfg)  # names, options, backbone and weights checked before anything is written
+    parts = preflight(cfg)  # names, options, backbone and weights checked before anything is written
     cache = ModelCache(None if no_cache else (cache_dir or default_cache_dir()))
     reporter = RichReporter(quiet=quiet)
     command = "occdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     with RunDir(out, overwrite=overwrite) as tmp:
-        write_json(tmp / "config.json", {**cfg.to_dict(), "command": command})
+        write_json(tmp / "config.json", {**cfg.to_dict(), "resolved": resolved_settings(cfg, parts),
+                                         "command": command})
         (tmp / "checkpoints").mkdir()
         result = run_pipeline(cfg, reporter, cache, checkpoint_dir=tmp / "checkpoints")
         write_json(tmp / "metrics.json", result.metrics)
@@ -169,35 +164,60 @@ def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dat
     reporter.results(result.metrics, str(out))
 
 
+def _debug_requested(args: list[str]) -> bool:
+    """``--debug`` is a group option: it counts only before the command name."""
+    for arg in args:
+        if arg == "--debug":
+            return True
+        if not arg.startswith("-"):
+            break
+    return os.environ.get("OCCDISTILL_DEBUG") == "1"
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: every failure becomes one line on stderr and a documented exit code."""
+    from .report import RichReporter
+
     args = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in args or os.environ.get("OCCDISTILL_DEBUG") == "1"
-    try:
-        cli.main(args=args, prog_name="occdistill", standalone_mode=False)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        _fail("aborted", 130)
-    except click.ClickException as exc:
-        if debug:
-            raise
-        _fail(exc.format_message().replace("\n", " "), exc.exit_code if exc.exit_code else EXIT_USAGE)
-    except OccdistillError as exc:
-        if debug:
-            raise
-        _fail(str(exc), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail("interrupted; nothing was written", 130)
-    except Exception as exc:  # a bug: still one line, with the way to see more
-        if debug:
-            raise
-        _fail(f"internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-              f"(rerun with --debug for the traceback)", 1)
-
-
-def _fail(message: str, code: int) -> None:
-    click.echo(f"occdistill: error: {message}", err=True)
+    debug = _debug_requested(args)
+    reporter = RichReporter()
+    if not args:
+        args = ["--help"]
+    code = 0
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PluginLoadWarning)
+        try:
+            cli.main(args=args, prog_name="occdistill", standalone_mode=False)
+        except click.exceptions.Exit as exc:
+            code = exc.exit_code
+        except click.exceptions.Abort:
+            reporter.error("aborted")
+            code = 130
+        except click.ClickException as exc:
+            if debug:
+                raise
+            reporter.error(exc.format_message().replace("\n", " "))
+            code = exc.exit_code if exc.exit_code else EXIT_USAGE
+        except OccdistillError as exc:
+            if debug:
+                raise
+            reporter.error(str(exc))
+            code = exc.exit_code
+        except KeyboardInterrupt:
+            reporter.error("interrupted; nothing was written")
+            code = 130
+        except Exception as exc:  # a bug: still one line, with the way to see more
+            if debug:
+                raise
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            reporter.error(f"{type(exc).__name__}: {first} (rerun with --debug for the traceback)")
+            code = EXIT_RUNTIME
+        finally:
+            for w in caught:  # plugin load failures: one warning line each, through the reporter
+                if issubclass(w.category, PluginLoadWarning):
+                    reporter.warn(str(w.message))
+                else:
+                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     sys.exit(code)
 
 

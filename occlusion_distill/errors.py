@@ -33,3 +33,9 @@ class PluginError(OccdistillError):
     """A plugin that cannot be used: unknown name, name clash, or a failure inside it."""
 
     exit_code = EXIT_USAGE
+
+
+class RunFailed(OccdistillError):
+    """A failure while a run trains or evaluates (a plugin that raised, a diverging loss)."""
+
+    exit_code = EXIT_RUNTIME

@@ -66,6 +66,7 @@ class Registry:
         self.group = ENTRY_POINT_PREFIX + kind
         self._entries: dict[str, Entry] = {}
         self._entry_points_loaded = False
+        self._clash: PluginError | None = None
         self.load_warnings: list[str] = []
         # Backbones resolve any timm model name without registering thousands of entries.
         self._fallback = fallback
@@ -102,9 +103,13 @@ class Registry:
 
     # -- third-party discovery ----------------------------------------------------------------
     def load_entry_points(self, *, force: bool = False) -> None:
+        """Load third-party plugins once; a name clash is kept and raised on every later lookup."""
         if self._entry_points_loaded and not force:
+            if self._clash is not None:
+                raise self._clash
             return
         self._entry_points_loaded = True
+        _load_builtins()  # built-ins first, so a third-party clash names both sides
         allowed = _allowed_distributions()
         for ep in metadata.entry_points(group=self.group):
             dist = getattr(ep, "dist", None)
@@ -124,7 +129,12 @@ class Registry:
                 self.load_warnings.append(msg)
                 warnings.warn(msg, PluginLoadWarning, stacklevel=2)
                 continue
-            self.add(ep.name, obj, origin=origin)
+            try:
+                self.add(ep.name, obj, origin=origin)
+            except PluginError as clash:
+                self._clash = self._clash or clash
+        if self._clash is not None:
+            raise self._clash
 
     # -- lookup -------------------------------------------------------------------------------
     def names(self) -> list[str]:
@@ -136,11 +146,8 @@ class Registry:
         return [self._entries[n] for n in sorted(self._entries)]
 
     def __contains__(self, name: object) -> bool:
-        try:
-            self.get(str(name))
-        except PluginError:
-            return False
-        return True
+        self.load_entry_points()  # a clash raises here instead of passing for "unknown"
+        return str(name) in self._entries or (self._fallback is not None and self._fallback(str(name)) is not None)
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())

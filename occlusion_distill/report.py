@@ -65,9 +65,9 @@ class RichReporter:
     def stage(self, name: str, total: int) -> _Bar | _NullBar:
         if self.quiet:
             return _NullBar()
-        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description:<9}"), BarColumn(),
-                            MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
-                            TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description:<8}"), BarColumn(bar_width=18),
+                            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                            TextColumn("{task.fields[note]}"),
                             console=self.err, transient=False, disable=False)
         progress.start()
         return _Bar(progress, name, total)
@@ -77,10 +77,11 @@ class RichReporter:
             self.err.print(f"[dim]·[/dim] {message}")
 
     def warn(self, message: str) -> None:
-        self.err.print(f"[yellow]warning:[/yellow] {message}")
+        self.err.print(f"occdistill: warning: {message}", markup=False, highlight=False, soft_wrap=True)
 
     def error(self, message: str) -> None:
-        self.err.print(f"[red]error:[/red] {message}", markup=True, soft_wrap=True)
+        # Plain text on one line: messages quote paths and options, which must not read as markup.
+        self.err.print(f"occdistill: error: {message}", markup=False, highlight=False, soft_wrap=True)
 
     def results(self, metrics: dict[str, Any], run_dir: str | None = None) -> None:
         m, unit = metrics["metric"], metrics.get("unit", "")
@@ -90,11 +91,9 @@ class RichReporter:
         table.add_column("model")
         table.add_column("test faces")
         table.add_column(m, justify="right")
-        rows = [("teacher", "clean", metrics["teacher_clean"]),
-                ("teacher", "occluded", metrics["teacher_occluded"]),
-                ("baseline (finetune)", "occluded", metrics["baseline"]),
-                (f"student ({metrics['distiller']})", "occluded", metrics["student"])]
-        for name, faces, value in rows:
+        from .engine.artifacts import result_rows
+
+        for name, faces, value in result_rows(metrics):
             table.add_row(name, faces, f"{value:.2f}")
         self.out.print(table)
         gap = metrics.get("gap_closed")
@@ -104,17 +103,17 @@ class RichReporter:
         if run_dir:
             self.out.print(f"run directory: {run_dir}")
 
-    def plugin_table(self, listing: dict[str, list[dict[str, str]]], warnings: list[str]) -> None:
+    def plugin_table(self, listing: dict[str, list[dict[str, str]]]) -> None:
         for kind, entries in listing.items():
-            table = Table(title=kind, title_justify="left", show_lines=False)
+            caption = "any timm model name works too, e.g. convnext_tiny" if kind == "backbones" else None
+            table = Table(title=kind, title_justify="left", show_lines=False, caption=caption,
+                          caption_justify="left")
             table.add_column("name", style="bold")
             table.add_column("description")
             table.add_column("origin", style="dim")
             for e in entries:
                 table.add_row(e["name"], e["description"], e["origin"])
             self.out.print(table)
-        for w in warnings:
-            self.warn(w)
 
     def print_json(self, text: str) -> None:
         sys.stdout.write(text + "\n")

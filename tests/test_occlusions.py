@@ -83,3 +83,18 @@ def test_bad_parameters_and_missing_keypoints(faces):
         create("occlusions", "lower-half")(image=faces.images[0])
     with pytest.raises(DataError, match="5 landmarks"):
         create("occlusions", "lower-half").occlude(faces.images[0], faces.landmarks[0][:3])
+
+
+def test_probability_p_is_honoured_and_seeded(faces):
+    never = create("occlusions", "lower-half", p=0.0)
+    out, mask = never.occlude(faces.images[0], faces.landmarks[0], seed=1)
+    assert not mask.any() and np.array_equal(out, faces.images[0])
+    half = create("occlusions", "lower-half", p=0.5)
+    hits = [half.occlude(faces.images[0], faces.landmarks[0], seed=s)[1].any() for s in range(200)]
+    assert 60 < sum(hits) < 140
+    again = [half.occlude(faces.images[0], faces.landmarks[0], seed=s)[1].any() for s in range(200)]
+    assert hits == again
+
+
+def test_settings_report_every_constructor_argument():
+    assert create("occlusions", "upper-half", split=0.6).settings() == {"fill": 0, "p": 1.0, "split": 0.6}

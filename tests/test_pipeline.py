@@ -134,7 +134,63 @@ def test_failure_inside_a_run_leaves_no_run_directory(tmp_path, monkeypatch, cap
                              "--out", str(tmp_path / "deep" / "run")])
     finally:
         registry("distillers").unregister("exploding")
-    assert exit_info.value.code != 0
+    assert exit_info.value.code == 4  # a failure during the run
     err = capsys.readouterr().err
     assert "kaboom" in err and "Traceback" not in err
+    assert "distiller 'exploding' from tests" in err
     assert list(tmp_path.iterdir()) == []  # neither the run nor the parent it would have created
+
+
+def test_teacher_is_frozen_and_unchanged_by_distillation():
+    faces = generate(96, 32, seed=1)
+    task = create("tasks", "expression").setup(faces)
+    teacher = build_model("simple-cnn", in_chans=3, image_size=32, output_dim=task.output_dim)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    from occlusion_distill.engine.trainer import EvalSet, StageContext, fit
+    import copy
+
+    student = copy.deepcopy(teacher)
+    train = PairedFaces(faces, task.targets(faces), create("occlusions", "lower-half"), flip=True)
+    for mode in ("cached", "online"):
+        ctx = StageContext("student", student, task, train, EvalSet(to_tensor(faces.images[:32]), task.targets(faces)[:32]),
+                           "occluded", 1, 32, 1e-3, 0.0, torch.device("cpu"), 0, teacher=teacher, teacher_outputs=mode)
+        fit(ctx, create("distillers", "kd", task=task))
+        for k, v in teacher.state_dict().items():
+            assert torch.equal(v, before[k]), k  # BatchNorm statistics included: the teacher stays in eval
+        assert not any(p.requires_grad for p in teacher.parameters())
+    assert any(not torch.equal(v, before[k]) for k, v in student.state_dict().items())
+
+
+def test_cache_keys_change_with_what_changes_the_model(tmp_path):
+    from occlusion_distill.engine.pipeline import _student_key, _teacher_key, build_parts, resolved_settings
+
+    def keys(**options):
+        cfg = RunConfig.from_options("smoke", **options)
+        parts = build_parts(cfg)
+        t = _teacher_key(cfg, parts, 3)
+        return t, _student_key(cfg, parts, t, cfg.distiller, resolved_settings(cfg, parts)["distiller"],
+                               parts.origins["distiller"])
+
+    t0, s0 = keys()
+    assert keys() == (t0, s0)
+    for change in ({"seed": 1}, {"image_size": 36}, {"dataset_args": {"n_train": 700}}, {"lr": 1e-3},
+                   {"backbone": "resnet10t"}, {"teacher_epochs": 4}):
+        t, s = keys(**change)
+        assert t != t0, change
+    for change in ({"distiller_args": {"tau": 2.0}}, {"occlusion_args": {"split": 0.6}}, {"student_epochs": 3},
+                   {"occlusion": "upper-half"}, {"eval_seed": 1}):
+        t, s = keys(**change)
+        assert t == t0 and s != s0, change
+
+
+def test_validation_and_test_labels_are_never_noisy(tmp_path):
+    from occlusion_distill.data.builtin import SynthFaces
+
+    clean, noisy = SynthFaces(n_train=50, n_val=50, n_test=50, label_noise=0.0), \
+        SynthFaces(n_train=50, n_val=50, n_test=50, label_noise=0.5)
+    for split in ("val", "test"):
+        a, b = clean.load(split, image_size=32, channels=1), noisy.load(split, image_size=32, channels=1)
+        for key in ("expression", "gender", "age"):
+            assert np.array_equal(a.labels[key], b.labels[key])
+    a, b = clean.load("train", image_size=32, channels=1), noisy.load("train", image_size=32, channels=1)
+    assert not np.array_equal(a.labels["expression"], b.labels["expression"])

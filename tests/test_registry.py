@@ -158,10 +158,38 @@ def test_installed_plugin_runs_in_the_pipeline(plugin_path, cli, tmp_path):
     out = tmp_path / "run"
     res = cli("run", "--occlusion", "stripe", "--preset", "smoke", "--epochs", "1", "--quiet", "--out", out, env=env)
     assert res.returncode == 0, res.stderr
-    assert (out / "metrics.json").is_file()
+    metrics = __import__("json").loads((out / "metrics.json").read_text())
+    assert metrics["origins"]["occlusion"] == "occdistill-stripe==1.2.3"
+    # the broken plugin beside it costs one warning line, not Python's multi-line warning format
+    warning_lines = [l for l in res.stderr.splitlines() if "broken" in l]
+    assert len(warning_lines) == 1 and warning_lines[0].startswith("occdistill: warning:")
+    assert "PluginLoadWarning" not in res.stderr
 
 
 def test_metadata_sees_the_fake_distribution(plugin_path):
     # guards the fixture itself: if importlib.metadata stopped finding it, the tests above would be vacuous
     names = {d.metadata["Name"] for d in metadata.distributions(path=[str(plugin_path)])}
     assert {"occdistill-stripe", "occdistill-broken"} <= names
+
+
+def test_clash_reaches_the_cli_as_one_line_naming_both_origins(tmp_path, cli):
+    make_distribution(tmp_path, "occdistill-clash", "occd_clash_plugin2", PLUGIN_SOURCE.replace("Stripe", "Half"),
+                      {"occlusion_distill.occlusions": {"lower-half": "occd_clash_plugin2:Half"}})
+    env = {"PYTHONPATH": str(tmp_path) + ":" + ":".join(sys.path)}
+    res = cli("run", "--occlusion", "lower-half", "--preset", "smoke", "--out", tmp_path / "r", env=env)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1, res.stderr
+    assert "occdistill-clash==1.2.3" in lines[0] and "built-in" in lines[0] and "lower-half" in lines[0]
+    assert not (tmp_path / "r").exists()
+
+
+def test_clash_is_raised_on_every_lookup_not_hidden_as_unknown(tmp_path, monkeypatch):
+    make_distribution(tmp_path, "occdistill-clash", "occd_clash_plugin3", PLUGIN_SOURCE.replace("Stripe", "Half"),
+                      {"occlusion_distill.occlusions": {"lower-half": "occd_clash_plugin3:Half"}})
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reg = Registry("occlusions")
+    reg.add("lower-half", object, origin="occlusion-distill==0.1.0 (built-in)")
+    for lookup in (reg.names, lambda: "lower-half" in reg, lambda: reg.get("lower-half")):
+        with pytest.raises(PluginError, match="occdistill-clash==1.2.3"):
+            lookup()

@@ -9,6 +9,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..engine.rundir import atomic_write
 from ..errors import UsageError
 from ..registry import datasets
 from .base import SPLITS, FaceDataset
@@ -68,9 +69,9 @@ class SynthFaces(FaceDataset):
                     path.unlink(missing_ok=True)  # a damaged cache entry is rebuilt, not trusted
         faces = generate(progress=progress, **args)
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp")
-            with open(tmp, "wb") as fh:
-                np.savez(fh, images=faces.images, landmarks=faces.landmarks, **faces.labels)
-            tmp.replace(path)
+            def save(tmp: Path) -> None:
+                with open(tmp, "wb") as fh:
+                    np.savez(fh, images=faces.images, landmarks=faces.landmarks, **faces.labels)
+
+            atomic_write(path, save)
         return faces

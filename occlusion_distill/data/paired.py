@@ -29,9 +29,7 @@ def occlude_all(faces: FaceSet, occlusion: Occlusion, seed: int) -> np.ndarray:
     """Occlude every face once, deterministically (face i uses seed (seed, i)): evaluation sets."""
     out = np.empty_like(faces.images)
     for i in range(len(faces)):
-        occlusion.set_random_seed(_face_seed(seed, i))
-        params = occlusion.sample(faces.landmarks[i], faces.images[i].shape[:2])
-        out[i] = occlusion.draw(faces.images[i], **params)
+        out[i] = occlusion.occlude(faces.images[i], faces.landmarks[i], seed=_face_seed(seed, i))[0]
     return out
 
 
@@ -61,10 +59,11 @@ class PairedFaces(Dataset):
     #: computed once for both flips instead of at every step
     deterministic_clean = True
 
-    def clean_views(self, flipped: bool) -> torch.Tensor:
-        """Every face's clean view, all flipped or none: what a cached teacher is run on."""
-        images = self.faces.images[:, :, ::-1] if flipped else self.faces.images
-        return to_tensor(images)
+    def clean_views(self, flipped: bool, batch_size: int = 256):
+        """Every face's clean view in batches, all flipped or none: what a cached teacher is run on."""
+        for start in range(0, len(self.faces), batch_size):
+            images = self.faces.images[start:start + batch_size]
+            yield to_tensor(images[:, :, ::-1] if flipped else images)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -82,7 +81,6 @@ class PairedFaces(Dataset):
         if self.need_clean:
             item["clean"] = to_tensor(image[None])[0]
         if self.need_occluded:
-            self.occlusion.set_random_seed(rng_seed >> 1)
-            params = self.occlusion.sample(lm, image.shape[:2])
-            item["occluded"] = to_tensor(self.occlusion.draw(np.ascontiguousarray(image), **params)[None])[0]
+            occluded, _ = self.occlusion.occlude(np.ascontiguousarray(image), lm, seed=rng_seed >> 1)
+            item["occluded"] = to_tensor(occluded[None])[0]
         return item

@@ -8,13 +8,18 @@ from typing import Any
 from ..config import RunConfig
 
 
+def result_rows(metrics: dict[str, Any]) -> list[tuple[str, str, float]]:
+    """(model, test faces, score) for the four scores of a run, in the order every report shows them."""
+    return [("teacher", "clean", metrics["teacher_clean"]), ("teacher", "occluded", metrics["teacher_occluded"]),
+            ("baseline (finetune)", "occluded", metrics["baseline"]),
+            (f"student ({metrics['distiller']})", "occluded", metrics["student"])]
+
+
 def report_markdown(cfg: RunConfig, metrics: dict[str, Any], command: str) -> str:
     m, unit = metrics["metric"], metrics.get("unit") or ""
     better = "higher" if metrics["higher_is_better"] else "lower"
     gap = metrics["gap_closed"]
-    rows = [("teacher", "clean", metrics["teacher_clean"]), ("teacher", "occluded", metrics["teacher_occluded"]),
-            ("baseline (finetune)", "occluded", metrics["baseline"]),
-            (f"student ({cfg.distiller})", "occluded", metrics["student"])]
+    rows = result_rows(metrics)
     lines = [
         f"# {cfg.task} under `{cfg.occlusion}`, distiller `{cfg.distiller}`", "",
         f"Made by: `{command}`", "",
@@ -39,17 +44,16 @@ def report_markdown(cfg: RunConfig, metrics: dict[str, Any], command: str) -> st
 
 
 def make_plots(plot_dir: Path, metrics: dict[str, Any], histories: dict[str, list[dict[str, Any]]]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # Figures built directly, without pyplot: no global backend switch for library users, no GUI.
+    from matplotlib.figure import Figure
 
     plot_dir.mkdir(parents=True, exist_ok=True)
     m, unit = metrics["metric"], metrics.get("unit") or ""
     label = f"test {m}" + (f" ({unit})" if unit else "")
     names = ["teacher\nclean", "teacher\noccluded", "baseline\n(finetune)", f"student\n({metrics['distiller']})"]
     values = [metrics["teacher_clean"], metrics["teacher_occluded"], metrics["baseline"], metrics["student"]]
-    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=110)
+    fig = Figure(figsize=(6, 3.6), dpi=110)
+    ax = fig.subplots()
     bars = ax.bar(names, values, color=["#4c72b0", "#8fa8d0", "#dd8452", "#55a868"])
     ax.bar_label(bars, fmt="%.2f", fontsize=9)
     ax.set_ylabel(label)
@@ -61,16 +65,18 @@ def make_plots(plot_dir: Path, metrics: dict[str, Any], histories: dict[str, lis
                  + (f" · gap closed {100 * gap:.1f}%" if gap is not None else ""), fontsize=10)
     fig.tight_layout()
     fig.savefig(plot_dir / "results.png")
-    plt.close(fig)
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.4), dpi=110)
+    fig = Figure(figsize=(9, 3.4), dpi=110)
+    axes = fig.subplots(1, 2)
     for stage, hist in histories.items():
         if not hist or (stage == "student" and metrics["distiller"] == "finetune"):
             continue
         epochs = [h["epoch"] for h in hist]
-        axes[0].plot(epochs, [h.get("train_loss", float("nan")) for h in hist], marker="o", label=stage)
+        # the task term alone: comparable across stages, unlike a distiller's total loss
+        axes[0].plot(epochs, [h.get("train_task", h.get("train_loss", float("nan"))) for h in hist],
+                     marker="o", label=stage)
         axes[1].plot(epochs, [h.get(f"val_{m}", float("nan")) for h in hist], marker="o", label=stage)
-    axes[0].set_title("training loss")
+    axes[0].set_title("training task loss (teacher on clean, students occluded)", fontsize=9)
     axes[1].set_title(f"validation {m}" + (f" ({unit})" if unit else "") + " · teacher on clean, students occluded",
                       fontsize=9)
     for ax in axes:
@@ -79,4 +85,3 @@ def make_plots(plot_dir: Path, metrics: dict[str, Any], histories: dict[str, lis
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(plot_dir / "training.png")
-    plt.close(fig)

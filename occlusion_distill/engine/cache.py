@@ -36,13 +36,9 @@ def file_digest(path: str | Path) -> str:
 
 
 def atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from .rundir import atomic_write
+
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 class ModelCache:

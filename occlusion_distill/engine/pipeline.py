@@ -7,6 +7,7 @@ The engine never prints: it talks to a reporter (``report.NullReporter`` when us
 from __future__ import annotations
 
 import copy
+import inspect
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,7 @@ from ..data.faceset import FaceSet
 from ..data.paired import PairedFaces, occlude_all, to_tensor
 from ..distillers.base import Distiller
 from ..distillers.builtin import Finetune
-from ..errors import PluginError, UsageError
+from ..errors import OccdistillError, PluginError, RunFailed, UsageError
 from ..models.network import FaceModel, build_model
 from ..occlusions.base import Occlusion
 from ..registry import Entry, registry
@@ -52,15 +53,20 @@ class RunResult:
 
 def _build(kind: str, name: str, **kwargs: Any) -> tuple[Any, Entry]:
     entry = registry(kind).get(name)
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
     try:
-        return registry(kind).create(name, **kwargs), entry
-    except (UsageError, PluginError):
-        raise
+        inspect.signature(entry.obj).bind_partial(**kwargs)
     except TypeError as exc:
         raise UsageError(f"{kind[:-1]} '{name}' does not accept these options: {exc}") from exc
+    except ValueError:
+        pass  # no introspectable signature: let the call itself decide
+    try:
+        return entry.obj(**kwargs), entry
+    except OccdistillError:
+        raise
     except Exception as exc:
-        raise PluginError(f"{kind[:-1]} '{name}' from {entry.origin} failed to build: "
-                          f"{type(exc).__name__}: {exc}") from exc
+        raise PluginError(f"{kind[:-1]} '{name}' from {entry.origin} failed to build with "
+                          f"{kwargs or 'its defaults'}: {type(exc).__name__}: {exc}") from exc
 
 
 def build_parts(cfg: RunConfig, cache_dir: Path | None = None) -> Parts:
@@ -86,19 +92,36 @@ def build_parts(cfg: RunConfig, cache_dir: Path | None = None) -> Parts:
     return Parts(task, occlusion, distiller, dataset, origins)
 
 
+def resolved_settings(cfg: RunConfig, parts: Parts) -> dict[str, Any]:
+    """Every plugin's effective settings, defaults included: for config.json and the cache keys."""
+    return {
+        "occlusion": parts.occlusion.settings(),
+        "distiller": {**cfg.distiller_args, **parts.distiller.hparams()},
+        "dataset": {**{k: v for k, v in cfg.dataset_args.items() if k != "cache_dir"},
+                    **parts.dataset.fingerprint()},
+        "origins": parts.origins,
+    }
+
+
 def preflight(cfg: RunConfig) -> Parts:
     """Everything that can be checked before any data is loaded or file written: plugin names and
     options, the backbone at this image size, a ``--weights`` file."""
     parts = build_parts(cfg)
+    resolve_device(cfg.device)
     channels = cfg.channels or parts.dataset.native_channels
     build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size, output_dim=1,
-                pretrained=False, weights=cfg.weights)
+                pretrained=cfg.pretrained, weights=cfg.weights)
     return parts
 
 
 def _teacher_key(cfg: RunConfig, parts: Parts, channels: int) -> dict[str, Any]:
+    import timm
+
+    settings = resolved_settings(cfg, parts)
     return {
-        "what": "teacher", "trainer": TRAINER_VERSION, "data": parts.dataset.fingerprint(),
+        "what": "teacher", "trainer": TRAINER_VERSION, "version": __version__, "timm": timm.__version__,
+        "data": settings["dataset"], "origins": {k: v for k, v in parts.origins.items()
+                                                 if k in ("task", "dataset", "backbone")},
         "task": cfg.task, "image_size": cfg.image_size, "channels": channels, "backbone": cfg.backbone,
         "pretrained": cfg.pretrained, "weights": file_digest(cfg.weights) if cfg.weights else None,
         "epochs": cfg.teacher_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
@@ -106,12 +129,14 @@ def _teacher_key(cfg: RunConfig, parts: Parts, channels: int) -> dict[str, Any]:
     }
 
 
-def _student_key(cfg: RunConfig, teacher_key: dict[str, Any], distiller_name: str,
-                 distiller: Distiller) -> dict[str, Any]:
+def _student_key(cfg: RunConfig, parts: Parts, teacher_key: dict[str, Any], distiller_name: str,
+                 distiller_settings: dict[str, Any], distiller_origin: str) -> dict[str, Any]:
     return {
         "what": "student", "teacher": teacher_key, "occlusion": cfg.occlusion,
-        "occlusion_args": cfg.occlusion_args, "distiller": distiller_name, "hparams": distiller.hparams(),
-        "epochs": cfg.student_epochs, "lr": cfg.student_lr, "eval_seed": cfg.eval_seed,
+        "occlusion_settings": parts.occlusion.settings(), "occlusion_origin": parts.origins["occlusion"],
+        "distiller": distiller_name, "distiller_settings": distiller_settings,
+        "distiller_origin": distiller_origin, "epochs": cfg.student_epochs, "lr": cfg.student_lr,
+        "eval_seed": cfg.eval_seed,
     }
 
 
@@ -125,16 +150,6 @@ def gap_closed(student: float, baseline: float, teacher_clean: float) -> float |
     if abs(denom) < 1e-12:
         return None
     return (student - baseline) / denom
-
-
-class _Progress:
-    """Adapts a reporter to the trainer's ``progress(stage, total)`` factory."""
-
-    def __init__(self, reporter: Any):
-        self.reporter = reporter
-
-    def __call__(self, stage: str, total: int):
-        return self.reporter.stage(stage, total)
 
 
 def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
@@ -164,9 +179,17 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         bar.close()
     task.setup(splits["train"])
     val_clean = EvalSet(to_tensor(splits["val"].images), task.targets(splits["val"]))
-    val_occ = EvalSet(to_tensor(occlude_all(splits["val"], occlusion, cfg.eval_seed)), val_clean.targets)
+    try:
+        val_occluded = occlude_all(splits["val"], occlusion, cfg.eval_seed)
+        test_occluded = occlude_all(splits["test"], occlusion, cfg.eval_seed + 1)
+    except OccdistillError:
+        raise
+    except Exception as exc:
+        raise RunFailed(f"occlusion '{cfg.occlusion}' from {parts.origins['occlusion']} failed: "
+                        f"{type(exc).__name__}: {exc}") from exc
+    val_occ = EvalSet(to_tensor(val_occluded), val_clean.targets)
     test_clean = EvalSet(to_tensor(splits["test"].images), task.targets(splits["test"]))
-    test_occ = EvalSet(to_tensor(occlude_all(splits["test"], occlusion, cfg.eval_seed + 1)), test_clean.targets)
+    test_occ = EvalSet(to_tensor(test_occluded), test_clean.targets)
     train = PairedFaces(splits["train"], task.targets(splits["train"]), occlusion,
                         flip=cfg.flip, seed=cfg.seed)
     timings["data"] = time.perf_counter() - t0
@@ -180,7 +203,7 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         return StageContext(stage=stage, model=model, task=task, train=train, val=val, view=view,
                             epochs=epochs, batch_size=cfg.batch_size, lr=lr, weight_decay=cfg.weight_decay,
                             device=device, seed=cfg.seed, num_workers=cfg.num_workers, teacher=teacher,
-                            progress=_Progress(reporter), teacher_outputs=cfg.teacher_outputs)
+                            progress=reporter.stage, teacher_outputs=cfg.teacher_outputs)
 
     histories: dict[str, list[dict[str, Any]]] = {}
     cached: dict[str, bool] = {}
@@ -212,7 +235,7 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
     teacher.eval()
 
     # 2. Baseline: the teacher fine-tuned on occluded faces, no teacher signal.
-    base_key = _student_key(cfg, t_key, "finetune", Finetune(task))
+    base_key = _student_key(cfg, parts, t_key, "finetune", {}, registry("distillers").get("finetune").origin)
 
     def train_baseline():
         seed_everything(cfg.seed + 1)
@@ -227,13 +250,20 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         student, histories["student"], timings["student"] = baseline, histories["baseline"], 0.0
         cached["student"] = cached["baseline"]
     else:
-        s_key = _student_key(cfg, t_key, cfg.distiller, distiller)
+        s_key = _student_key(cfg, parts, t_key, cfg.distiller, resolved_settings(cfg, parts)["distiller"],
+                             parts.origins["distiller"])
 
         def train_student():
             seed_everything(cfg.seed + 2)
             ctx = context("student", copy.deepcopy(teacher), "occluded", val_occ, cfg.student_epochs,
                           cfg.student_lr, teacher=teacher)
-            model = distiller.train_student(ctx)
+            try:
+                model = distiller.train_student(ctx)
+            except OccdistillError:
+                raise
+            except Exception as exc:  # name the plugin: the user needs to know whose code failed
+                raise RunFailed(f"distiller '{cfg.distiller}' from {parts.origins['distiller']} failed "
+                                f"while training the student: {type(exc).__name__}: {exc}") from exc
             return model, ctx.history
 
         student = cached_stage("student", "students", s_key, train_student)

@@ -14,14 +14,14 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from ..data.paired import PairedFaces
-from ..errors import OccdistillError
+from ..errors import RunFailed, UsageError
 from ..models.network import FaceModel, ModelOutput
 from ..tasks.base import Task
 
 TRAINER_VERSION = 1  # bump when a change alters what a given config trains (invalidates caches)
 
 
-class TrainingDiverged(OccdistillError):
+class TrainingDiverged(RunFailed):
     """The loss became NaN or infinite."""
 
 
@@ -37,9 +37,9 @@ def resolve_device(name: str) -> torch.device:
     try:
         device = torch.device(name)
     except RuntimeError as exc:
-        raise OccdistillError(f"unknown device '{name}': {exc}") from exc
+        raise UsageError(f"unknown device '{name}': {str(exc).splitlines()[0]}") from exc
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise OccdistillError(f"device '{name}' asked for, but CUDA is not available here")
+        raise UsageError(f"--device {name}: CUDA is not available here (use --device cpu or auto)")
     return device
 
 
@@ -84,8 +84,8 @@ class TeacherTable:
         teacher.eval()
         with torch.no_grad():
             for flipped in (False, True):
-                views = train.clean_views(flipped)
-                outs = [teacher(views[i:i + batch_size].to(device)) for i in range(0, len(views), batch_size)]
+                outs = [teacher(views.to(device).contiguous(memory_format=torch.channels_last))
+                        for views in train.clean_views(flipped, batch_size)]
                 logits.append(torch.cat([o.logits for o in outs]))
                 embeddings.append(torch.cat([o.embedding for o in outs]))
         self.logits = torch.stack(logits)  # (2, N, K): [flipped, face]
@@ -126,7 +126,7 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
     uses_teacher = bool(getattr(criterion, "uses_teacher", False))
     if uses_teacher:
         if teacher is None:
-            raise OccdistillError(f"stage '{ctx.stage}': the distiller needs a teacher")
+            raise RunFailed(f"stage '{ctx.stage}': the distiller needs a teacher")
         teacher = teacher.to(device).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
@@ -187,8 +187,7 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
                 best_score = score
                 best_state = copy.deepcopy(model.state_dict())
             if progress:
-                progress.note(f"epoch {epoch + 1}/{ctx.epochs} val {ctx.task.metric} {score:.2f}"
-                              f" (best {best_score:.2f})")
+                progress.note(f"ep {epoch + 1}/{ctx.epochs} val {ctx.task.metric} {score:.1f} (best {best_score:.1f})")
     finally:
         if progress:
             progress.close()

@@ -25,8 +25,14 @@ class PretrainedUnavailable(OccdistillError):
 
 
 def _timm(model_name: str, in_chans: int = 3, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    import logging
+
     import timm
 
+    # The hub client logs every retry; the one-line error below says what matters.
+    hub_log = logging.getLogger("huggingface_hub")
+    level = hub_log.level
+    hub_log.setLevel(logging.CRITICAL)
     try:
         return timm.create_model(model_name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs)
     except Exception as exc:
@@ -36,6 +42,8 @@ def _timm(model_name: str, in_chans: int = 3, pretrained: bool = False, **kwargs
                 f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); without hub access, "
                 f"download them elsewhere and pass --weights PATH") from exc
         raise UsageError(f"timm could not build '{model_name}': {exc}") from exc
+    finally:
+        hub_log.setLevel(level)
 
 
 _CURATED = {

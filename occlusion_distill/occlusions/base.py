@@ -34,6 +34,14 @@ def check_fill(fill: Any) -> int | tuple[int, ...]:
     return tuple(int(v) for v in values) if isinstance(fill, (list, tuple)) else int(fill)
 
 
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
 class Occlusion(A.DualTransform):
     """Base class of every occlusion plugin; subclasses write ``sample`` and ``coverage`` (and ``draw``)."""
 
@@ -61,10 +69,23 @@ class Occlusion(A.DualTransform):
         return out
 
     # -- plain use, without albumentations' machinery ----------------------------------------------
-    def occlude(self, image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Occlude one face: returns the new image and the coverage mask."""
+    def occlude(self, image: np.ndarray, landmarks: np.ndarray, seed: int | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """Occlude one face (with probability ``p``): returns the new image and the coverage mask.
+
+        With ``seed``, the result depends on (seed, face) alone, whatever was drawn before.
+        """
+        if seed is not None:
+            self.set_random_seed(seed)
+        if self.p < 1.0 and self.random_generator.random() >= self.p:
+            return image, np.zeros(image.shape[:2], dtype=bool)
         params = self.sample(landmarks_from(landmarks), image.shape[:2])
         return self.draw(image, **params), self.coverage(image.shape[:2], **params)
+
+    def settings(self) -> dict[str, Any]:
+        """The constructor arguments in effect, defaults included (for config.json and cache keys)."""
+        names = [n for n in self.get_transform_init_args_names() if n != "strict"]
+        return {n: _plain(getattr(self, n, None)) for n in sorted(set(names) | {"p"})}
 
     # -- albumentations hooks ----------------------------------------------------------------------
     def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> Any:
@@ -99,5 +120,3 @@ class Occlusion(A.DualTransform):
     def apply_to_bboxes(self, bboxes: np.ndarray, **params: Any) -> np.ndarray:
         return bboxes
 
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("fill",)

@@ -61,9 +61,6 @@ class _Half(Occlusion):
         side = (xs + 0.5 - point[0]) * normal[0] + (ys + 0.5 - point[1]) * normal[1]
         return side > 0 if self.hide_below else side <= 0
 
-    def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("split", "fill")
-
 
 @occlusions.register("lower-half")
 class LowerHalf(_Half):

@@ -16,9 +16,8 @@ class Expression(ClassificationTask):
     label = "expression"
 
     def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-        pred = outputs.argmax(axis=1)
-        return {"accuracy": 100.0 * float((pred == targets).mean()),
-                "macro_f1": macro_f1(pred, targets, self.output_dim)}
+        return {**super().metrics(outputs, targets),
+                "macro_f1": macro_f1(outputs.argmax(axis=1), targets, self.output_dim)}
 
 
 @tasks.register("gender")

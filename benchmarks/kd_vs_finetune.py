@@ -1,0 +1,107 @@
+"""kd against finetune over several seeds, on the built-in faces, with the README's default settings.
+
+    python benchmarks/kd_vs_finetune.py --seeds 0 1 2 --out benchmarks/results/kd-vs-finetune
+
+Each (seed, distiller) run keeps its config and metrics under OUT/runs/; a run already done with the
+same config is not repeated, so an interrupted benchmark continues where it stopped. OUT/summary.md and OUT/summary.json
+hold mean ± std over the seeds. Teachers and baselines are shared through the run cache, so the
+finetune runs reuse what the kd runs trained (as the protocol intends: the same teacher and baseline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+from occlusion_distill import __version__
+from occlusion_distill.config import RunConfig
+from occlusion_distill.engine.cache import ModelCache, default_cache_dir
+from occlusion_distill.engine.pipeline import run
+from occlusion_distill.engine.rundir import write_json, write_text
+from occlusion_distill.report import RichReporter
+
+FIELDS = ("teacher_clean", "teacher_occluded", "baseline", "student", "gap_closed")
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--distillers", nargs="+", default=["kd", "finetune"])
+    ap.add_argument("--task", default="expression")
+    ap.add_argument("--occlusion", default="lower-half")
+    ap.add_argument("--preset", default="default")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/kd-vs-finetune"))
+    args = ap.parse_args()
+
+    reporter = RichReporter()
+    cache = ModelCache(default_cache_dir())
+    runs = args.out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    results: dict[str, list[dict]] = {d: [] for d in args.distillers}
+    for seed in args.seeds:
+        for distiller in args.distillers:
+            path = runs / f"{args.task}-{args.occlusion}-{distiller}-{args.preset}-s{seed}.json"
+            cfg = RunConfig.from_options(args.preset, task=args.task, occlusion=args.occlusion,
+                                         distiller=distiller, seed=seed)
+            done = json.loads(path.read_text()) if path.is_file() else None
+            if done is None or done.get("config") != json.loads(cfg.to_json()):
+                reporter.info(f"seed {seed}, {distiller}")
+                done = {"config": cfg.to_dict(), "metrics": run(cfg, reporter, cache).metrics}
+                write_json(path, done)
+            results[distiller].append(done["metrics"])
+
+    first = next(iter(results.values()))[0]
+    metric, unit = first["metric"], first.get("unit", "")
+    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    summary = {"command": command, "task": args.task, "occlusion": args.occlusion, "preset": args.preset,
+               "seeds": args.seeds, "metric": metric, "unit": unit,
+               "versions": {"occlusion_distill": __version__, "torch": torch.__version__,
+                            "python": platform.python_version()},
+               "device": first["device"], "cells": {}}
+    lines = [f"# `{args.task}` under `{args.occlusion}`: {' vs '.join(args.distillers)}, "
+             f"{len(args.seeds)} seeds", "",
+             f"Made by `{command}` (preset `{args.preset}`, seeds {', '.join(map(str, args.seeds))}, "
+             f"device {first['device']}). Test {metric}{' in ' + unit if unit else ''}, mean ± std over seeds; "
+             "gap closed = (student − baseline) / (teacher on clean − baseline).", "",
+             "| distiller | teacher, clean | teacher, occluded | baseline (finetune) | student | gap closed |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for distiller, rows in results.items():
+        cell = {}
+        for f in FIELDS:
+            values = [r[f] for r in rows if r[f] is not None]
+            scale = 100.0 if f == "gap_closed" else 1.0
+            cell[f] = {"mean": mean_std(values)[0] * scale, "std": mean_std(values)[1] * scale,
+                       "values": [v * scale for v in values]}
+        summary["cells"][distiller] = cell
+        fmt = [f"{cell[f]['mean']:.2f} ± {cell[f]['std']:.2f}" for f in FIELDS[:-1]]
+        lines.append(f"| {distiller} | " + " | ".join(fmt) + f" | {cell['gap_closed']['mean']:.1f}% ± "
+                     f"{cell['gap_closed']['std']:.1f} |")
+    if "kd" in results and "finetune" in results:
+        diffs = [k["student"] - f["student"] for k, f in zip(results["kd"], results["finetune"])]
+        m, s = mean_std(diffs)
+        summary["kd_minus_finetune"] = {"mean": m, "std": s, "values": diffs}
+        lines += ["", f"Paired difference kd − finetune per seed: {', '.join(f'{d:+.2f}' for d in diffs)} "
+                      f"(mean {m:+.2f} ± {s:.2f})."]
+    lines += ["", "Per run:", "", f"| seed | distiller | teacher clean | teacher occluded | baseline | student | seconds |",
+              "|---:|---|---:|---:|---:|---:|---:|"]
+    for distiller, rows in results.items():
+        for seed, r in zip(args.seeds, rows):
+            lines.append(f"| {seed} | {distiller} | {r['teacher_clean']:.2f} | {r['teacher_occluded']:.2f} | "
+                         f"{r['baseline']:.2f} | {r['student']:.2f} | {r['seconds']['total']:.0f} |")
+    write_json(args.out / "summary.json", summary)
+    write_text(args.out / "summary.md", "\n".join(lines) + "\n")
+    reporter.out.print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
