@@ -30,6 +30,8 @@ FIELDS = ("teacher_clean", "teacher_occluded", "baseline", "student", "gap_close
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
+    if not values:  # e.g. gap closed, undefined on every seed
+        return float("nan"), float("nan")
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 

@@ -91,14 +91,14 @@ class RichReporter:
         table.add_column("model")
         table.add_column("test faces")
         table.add_column(m, justify="right")
-        from .engine.artifacts import result_rows
+        from .engine.artifacts import GAP_UNDEFINED, result_rows
 
         for name, faces, value in result_rows(metrics):
             table.add_row(name, faces, f"{value:.2f}")
         self.out.print(table)
         gap = metrics.get("gap_closed")
         self.out.print(f"gap closed by {metrics['distiller']}: "
-                       + (f"{100 * gap:.1f}%" if gap is not None else "undefined (teacher = baseline)")
+                       + (f"{100 * gap:.1f}%" if gap is not None else GAP_UNDEFINED)
                        + f"   ·   {metrics['seconds']['total']:.0f} s")
         if run_dir:
             self.out.print(f"run directory: {run_dir}")

@@ -7,6 +7,8 @@ from typing import Any
 
 from ..config import RunConfig
 
+GAP_UNDEFINED = "undefined (the teacher on clean faces is not better than the baseline)"
+
 
 def result_rows(metrics: dict[str, Any]) -> list[tuple[str, str, float]]:
     """(model, test faces, score) for the four scores of a run, in the order every report shows them."""
@@ -29,7 +31,7 @@ def report_markdown(cfg: RunConfig, metrics: dict[str, Any], command: str) -> st
         f"| model | test faces | {m} |", "|---|---|---:|",
         *[f"| {a} | {b} | {v:.2f} |" for a, b, v in rows], "",
         "**Gap closed** (student − baseline) / (teacher on clean − baseline): "
-        + (f"**{100 * gap:.1f}%**" if gap is not None else "undefined (teacher equals baseline)"), "",
+        + (f"**{100 * gap:.1f}%**" if gap is not None else GAP_UNDEFINED), "",
         "All metrics:", "",
         "| model | " + " | ".join(metrics["all_metrics"]["teacher_clean"]) + " |",
         "|---|" + "---:|" * len(metrics["all_metrics"]["teacher_clean"]),

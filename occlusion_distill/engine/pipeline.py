@@ -97,8 +97,10 @@ def resolved_settings(cfg: RunConfig, parts: Parts) -> dict[str, Any]:
     return {
         "occlusion": parts.occlusion.settings(),
         "distiller": {**cfg.distiller_args, **parts.distiller.hparams()},
-        "dataset": {**{k: v for k, v in cfg.dataset_args.items() if k != "cache_dir"},
-                    **parts.dataset.fingerprint()},
+        "dataset": {"args": {k: v for k, v in cfg.dataset_args.items() if k != "cache_dir"},
+                    "fingerprint": parts.dataset.fingerprint()},
+        "channels": cfg.channels or parts.dataset.native_channels,
+        "device": str(resolve_device(cfg.device)),
         "origins": parts.origins,
     }
 
@@ -140,14 +142,15 @@ def _student_key(cfg: RunConfig, parts: Parts, teacher_key: dict[str, Any], dist
     }
 
 
-def gap_closed(student: float, baseline: float, teacher_clean: float) -> float | None:
-    """Share of the baseline -> clean-teacher gap the student closed.
+def gap_closed(student: float, baseline: float, teacher_clean: float, higher_is_better: bool = True) -> float | None:
+    """Share of the baseline -> clean-teacher gap the student closed, or None when there is no gap.
 
-    (student - baseline) / (teacher_clean - baseline) has the same sign convention whether higher or
-    lower is better (both differences flip together), so it needs no case for MAE.
+    (student - baseline) / (teacher_clean - baseline) reads the same whether higher or lower is
+    better (both differences flip together). It is undefined when the teacher on clean faces is not
+    better than the baseline: then occlusion cost nothing that distillation could win back.
     """
     denom = teacher_clean - baseline
-    if abs(denom) < 1e-12:
+    if (denom <= 1e-12) if higher_is_better else (denom >= -1e-12):
         return None
     return (student - baseline) / denom
 
@@ -288,7 +291,8 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         "dataset": cfg.dataset, "seed": cfg.seed, "metric": m, "higher_is_better": task.higher_is_better,
         "unit": task.unit.strip(),
         **{name: s[m] for name, s in scores.items()},
-        "gap_closed": gap_closed(scores["student"][m], scores["baseline"][m], scores["teacher_clean"][m]),
+        "gap_closed": gap_closed(scores["student"][m], scores["baseline"][m], scores["teacher_clean"][m],
+                                 task.higher_is_better),
         "all_metrics": scores,
         "n_test": len(test_clean.targets), "n_train": len(train),
         "seconds": {k: round(v, 2) for k, v in timings.items()},
