@@ -197,9 +197,11 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
                         flip=cfg.flip, seed=cfg.seed)
     timings["data"] = time.perf_counter() - t0
 
-    def new_model() -> FaceModel:
+    def new_model(initial_weights: bool = True) -> FaceModel:
+        # A model about to receive cached weights needs no pretrained download or --weights read.
         return build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size,
-                           output_dim=task.output_dim, pretrained=cfg.pretrained, weights=cfg.weights)
+                           output_dim=task.output_dim, pretrained=cfg.pretrained and initial_weights,
+                           weights=cfg.weights if initial_weights else None)
 
     def context(stage: str, model: FaceModel, view: str, val: EvalSet, epochs: int, lr: float,
                 teacher: FaceModel | None = None) -> StageContext:
@@ -215,7 +217,7 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         t = time.perf_counter()
         hit = cache.get(kind, key)
         if hit is not None:
-            model = new_model() if stage == "teacher" else copy.deepcopy(teacher)
+            model = new_model(initial_weights=False) if stage == "teacher" else copy.deepcopy(teacher)
             model.load_state_dict(hit["state_dict"])
             histories[stage] = hit["history"]
             reporter.info(f"{stage}: reused from the run cache")
