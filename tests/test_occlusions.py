@@ -98,3 +98,52 @@ def test_probability_p_is_honoured_and_seeded(faces):
 
 def test_settings_report_every_constructor_argument():
     assert create("occlusions", "upper-half", split=0.6).settings() == {"fill": 0, "p": 1.0, "split": 0.6}
+
+
+@pytest.fixture(scope="module")
+def faces112():
+    return generate(120, 112, seed=21)
+
+
+def _mean_coverage(name, faces):
+    from occlusion_distill.occlusions import coverage_by_region
+
+    occ = create("occlusions", name)
+    covs = [coverage_by_region(occ.occlude(img, lm, seed=i)[1], lm)
+            for i, (img, lm) in enumerate(zip(faces.images, faces.landmarks))]
+    return {k: float(np.nanmean([c[k] for c in covs])) for k in covs[0]}
+
+
+def test_mask_and_headset_hide_their_regions(faces112):
+    mask = _mean_coverage("mask", faces112)
+    assert mask["mouth"] >= 0.9 and mask["nose"] >= 0.7 and mask["eyes"] <= 0.05, mask
+    vr = _mean_coverage("vr-headset", faces112)
+    assert vr["eyes"] >= 0.95 and vr["brows"] >= 0.8 and vr["mouth"] <= 0.05, vr
+
+
+@pytest.mark.parametrize("name", ["mask", "vr-headset"])
+def test_wearables_deterministic_keep_shape_and_keypoints(name, faces112):
+    occ = create("occlusions", name)
+    img, lm = faces112.images[3], faces112.landmarks[3]
+    a, ma = occ.occlude(img, lm, seed=7)
+    b, mb = occ.occlude(img, lm, seed=7)
+    assert np.array_equal(a, b) and np.array_equal(ma, mb)
+    assert any(not np.array_equal(a, occ.occlude(img, lm, seed=s)[0]) for s in range(8, 14))
+    changed = (a != img).any(axis=-1)
+    assert changed[ma].mean() > 0.8 and not changed[~ma].any()  # paints inside its coverage only
+    for size, channels in ((32, 1), (64, 3), (256, 1)):
+        small = generate(2, size, channels=channels, seed=1)
+        out, m = occ.occlude(small.images[0], small.landmarks[0], seed=1)
+        assert out.shape == small.images[0].shape and out.dtype == np.uint8 and m.any()
+    pipeline = A.Compose([A.HorizontalFlip(p=1.0), occ], keypoint_params=A.KeypointParams(format="xy"))
+    res = pipeline(image=img, keypoints=lm)
+    assert np.allclose(np.asarray(res["keypoints"]), np.stack([111 - lm[:, 0], lm[:, 1]], 1), atol=1e-4)
+
+
+def test_wearables_reject_bad_parameters():
+    with pytest.raises(UsageError, match="unknown colour"):
+        create("occlusions", "mask", colours=["sky"])
+    with pytest.raises(UsageError, match="variants"):
+        create("occlusions", "mask", variants=["gas"])
+    with pytest.raises(UsageError, match="perspective"):
+        create("occlusions", "vr-headset", perspective=2)
