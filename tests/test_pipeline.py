@@ -174,9 +174,9 @@ def test_cache_keys_change_with_what_changes_the_model(tmp_path):
     def keys(**options):
         cfg = RunConfig.from_options("smoke", **options)
         parts = build_parts(cfg)
-        t = _teacher_key(cfg, parts, 3)
-        return t, _student_key(cfg, parts, t, cfg.distiller, resolved_settings(cfg, parts)["distiller"],
-                               parts.origins["distiller"])
+        settings = resolved_settings(cfg, parts)
+        t = _teacher_key(cfg, settings)
+        return t, _student_key(cfg, settings, t, cfg.distiller, settings["distiller"], parts.origins["distiller"])
 
     t0, s0 = keys()
     assert keys() == (t0, s0)

@@ -29,7 +29,7 @@ def occlude_all(faces: FaceSet, occlusion: Occlusion, seed: int) -> np.ndarray:
     """Occlude every face once, deterministically (face i uses seed (seed, i)): evaluation sets."""
     out = np.empty_like(faces.images)
     for i in range(len(faces)):
-        out[i] = occlusion.occlude(faces.images[i], faces.landmarks[i], seed=_face_seed(seed, i))[0]
+        out[i] = occlusion.occlude_image(faces.images[i], faces.landmarks[i], seed=_face_seed(seed, i))
     return out
 
 
@@ -81,6 +81,6 @@ class PairedFaces(Dataset):
         if self.need_clean:
             item["clean"] = to_tensor(image[None])[0]
         if self.need_occluded:
-            occluded, _ = self.occlusion.occlude(np.ascontiguousarray(image), lm, seed=rng_seed >> 1)
+            occluded = self.occlusion.occlude_image(np.ascontiguousarray(image), lm, seed=rng_seed >> 1)
             item["occluded"] = to_tensor(occluded[None])[0]
         return item

@@ -9,9 +9,10 @@ from __future__ import annotations
 import copy
 import inspect
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 import torch.nn as nn
@@ -116,26 +117,26 @@ def preflight(cfg: RunConfig) -> Parts:
     return parts
 
 
-def _teacher_key(cfg: RunConfig, parts: Parts, channels: int) -> dict[str, Any]:
+def _teacher_key(cfg: RunConfig, settings: dict[str, Any]) -> dict[str, Any]:
     import timm
 
-    settings = resolved_settings(cfg, parts)
     return {
         "what": "teacher", "trainer": TRAINER_VERSION, "version": __version__, "timm": timm.__version__,
-        "data": settings["dataset"], "origins": {k: v for k, v in parts.origins.items()
+        "data": settings["dataset"], "origins": {k: v for k, v in settings["origins"].items()
                                                  if k in ("task", "dataset", "backbone")},
-        "task": cfg.task, "image_size": cfg.image_size, "channels": channels, "backbone": cfg.backbone,
+        "task": cfg.task, "image_size": cfg.image_size, "channels": settings["channels"],
+        "backbone": cfg.backbone,
         "pretrained": cfg.pretrained, "weights": file_digest(cfg.weights) if cfg.weights else None,
         "epochs": cfg.teacher_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
         "weight_decay": cfg.weight_decay, "flip": cfg.flip, "seed": cfg.seed,
     }
 
 
-def _student_key(cfg: RunConfig, parts: Parts, teacher_key: dict[str, Any], distiller_name: str,
+def _student_key(cfg: RunConfig, settings: dict[str, Any], teacher_key: dict[str, Any], distiller_name: str,
                  distiller_settings: dict[str, Any], distiller_origin: str) -> dict[str, Any]:
     return {
         "what": "student", "teacher": teacher_key, "occlusion": cfg.occlusion,
-        "occlusion_settings": parts.occlusion.settings(), "occlusion_origin": parts.origins["occlusion"],
+        "occlusion_settings": settings["occlusion"], "occlusion_origin": settings["origins"]["occlusion"],
         "distiller": distiller_name, "distiller_settings": distiller_settings,
         "distiller_origin": distiller_origin, "epochs": cfg.student_epochs, "lr": cfg.student_lr,
         "eval_seed": cfg.eval_seed,
@@ -153,6 +154,17 @@ def gap_closed(student: float, baseline: float, teacher_clean: float, higher_is_
     if (denom <= 1e-12) if higher_is_better else (denom >= -1e-12):
         return None
     return (student - baseline) / denom
+
+
+@contextmanager
+def _blame(kind: str, name: str, parts: Parts) -> Iterator[None]:
+    """Turn an exception escaping a plugin's code into a one-line failure naming it and its origin."""
+    try:
+        yield
+    except OccdistillError:
+        raise
+    except Exception as exc:
+        raise RunFailed(f"{kind} '{name}' from {parts.origins[kind]} failed: {type(exc).__name__}: {exc}") from exc
 
 
 def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
@@ -182,14 +194,9 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         bar.close()
     task.setup(splits["train"])
     val_clean = EvalSet(to_tensor(splits["val"].images), task.targets(splits["val"]))
-    try:
+    with _blame("occlusion", cfg.occlusion, parts):
         val_occluded = occlude_all(splits["val"], occlusion, cfg.eval_seed)
         test_occluded = occlude_all(splits["test"], occlusion, cfg.eval_seed + 1)
-    except OccdistillError:
-        raise
-    except Exception as exc:
-        raise RunFailed(f"occlusion '{cfg.occlusion}' from {parts.origins['occlusion']} failed: "
-                        f"{type(exc).__name__}: {exc}") from exc
     val_occ = EvalSet(to_tensor(val_occluded), val_clean.targets)
     test_clean = EvalSet(to_tensor(splits["test"].images), task.targets(splits["test"]))
     test_occ = EvalSet(to_tensor(test_occluded), test_clean.targets)
@@ -229,7 +236,8 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         return model.to(device)
 
     # 1. Teacher on clean faces.
-    t_key = _teacher_key(cfg, parts, channels)
+    settings = resolved_settings(cfg, parts)
+    t_key = _teacher_key(cfg, settings)
 
     def train_teacher():
         seed_everything(cfg.seed)
@@ -240,7 +248,7 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
     teacher.eval()
 
     # 2. Baseline: the teacher fine-tuned on occluded faces, no teacher signal.
-    base_key = _student_key(cfg, parts, t_key, "finetune", {}, registry("distillers").get("finetune").origin)
+    base_key = _student_key(cfg, settings, t_key, "finetune", {}, registry("distillers").get("finetune").origin)
 
     def train_baseline():
         seed_everything(cfg.seed + 1)
@@ -255,20 +263,15 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         student, histories["student"], timings["student"] = baseline, histories["baseline"], 0.0
         cached["student"] = cached["baseline"]
     else:
-        s_key = _student_key(cfg, parts, t_key, cfg.distiller, resolved_settings(cfg, parts)["distiller"],
+        s_key = _student_key(cfg, settings, t_key, cfg.distiller, settings["distiller"],
                              parts.origins["distiller"])
 
         def train_student():
             seed_everything(cfg.seed + 2)
             ctx = context("student", copy.deepcopy(teacher), "occluded", val_occ, cfg.student_epochs,
                           cfg.student_lr, teacher=teacher)
-            try:
+            with _blame("distiller", cfg.distiller, parts):
                 model = distiller.train_student(ctx)
-            except OccdistillError:
-                raise
-            except Exception as exc:  # name the plugin: the user needs to know whose code failed
-                raise RunFailed(f"distiller '{cfg.distiller}' from {parts.origins['distiller']} failed "
-                                f"while training the student: {type(exc).__name__}: {exc}") from exc
             return model, ctx.history
 
         student = cached_stage("student", "students", s_key, train_student)

@@ -75,12 +75,23 @@ class Occlusion(A.DualTransform):
 
         With ``seed``, the result depends on (seed, face) alone, whatever was drawn before.
         """
+        params = self._face_params(image, landmarks, seed)
+        if params is None:
+            return image, np.zeros(image.shape[:2], dtype=bool)
+        return self.draw(image, **params), self.coverage(image.shape[:2], **params)
+
+    def occlude_image(self, image: np.ndarray, landmarks: np.ndarray, seed: int | None = None) -> np.ndarray:
+        """``occlude`` without the coverage mask: what training and evaluation need, at half the work."""
+        params = self._face_params(image, landmarks, seed)
+        return image if params is None else self.draw(image, **params)
+
+    def _face_params(self, image: np.ndarray, landmarks: np.ndarray, seed: int | None) -> dict[str, Any] | None:
+        """The sampled parameters for one face, or None when the ``p`` draw skips it."""
         if seed is not None:
             self.set_random_seed(seed)
         if self.p < 1.0 and self.random_generator.random() >= self.p:
-            return image, np.zeros(image.shape[:2], dtype=bool)
-        params = self.sample(landmarks_from(landmarks), image.shape[:2])
-        return self.draw(image, **params), self.coverage(image.shape[:2], **params)
+            return None
+        return self.sample(landmarks_from(landmarks), image.shape[:2])
 
     def settings(self) -> dict[str, Any]:
         """The constructor arguments in effect, defaults included (for config.json and cache keys)."""

@@ -91,7 +91,7 @@ class SurgicalMask(Occlusion):
         w = width * (0.92 if variant == "n95" else 1.0)
         bottom = mouth + (0.95 if variant == "n95" else 0.85)
         right = [(dx + w, top + 0.10), (dx + w * 1.03, mouth + 0.05), (dx + w * 0.72, mouth + 0.60)]
-        left = [(dx - x + 2 * dx, y) for x, y in right]  # mirror about u = dx
+        left = [(2 * dx - x, y) for x, y in right]  # mirror about u = dx
         outline = np.concatenate([
             _arc((dx - w, top + 0.10), (dx + w, top + 0.10), -0.12 if variant != "n95" else -0.2),  # over the nose
             np.array(right[1:]),
@@ -111,26 +111,25 @@ class SurgicalMask(Occlusion):
         return body, straps
 
     def coverage(self, shape: tuple[int, int], **params: Any) -> np.ndarray:
-        return raster.full_mask(shape, *self._alpha(shape, params))
+        box, alpha, _, _ = self._alpha(shape, params)
+        return raster.full_mask(shape, box, alpha)
 
     def _alpha(self, shape, params):
         body, straps = self._geometry(params)
         box = raster.bbox([body, *straps], shape)
         if box is None:
-            return None, None
+            return None, None, body, straps
         alpha = raster.fill([body], box)
         raster.lines(straps, box, alpha, 255, max(1, int(round(0.05 * params["frame"].iod))))
-        return box, alpha
+        return box, alpha, body, straps
 
     def draw(self, image: np.ndarray, **params: Any) -> np.ndarray:
-        box, alpha = self._alpha(image.shape, params)
+        box, alpha, body, straps = self._alpha(image.shape, params)
         if box is None:
             return image.copy()
         f = params["frame"]
         colour = params["colour"]
         layer = _shade(box, f, colour, params["top"], params["mouth"] + 0.9, params["shade"])
-        body, straps = self._geometry(params)
-        y0, y1, x0, x1 = box
         thin = max(1, int(round(0.035 * f.iod)))
         dx, top, mouth, width = params["dx"], params["top"], params["mouth"], params["width"]
         fold = np.clip(colour * 0.72, 0, 255)
