@@ -164,6 +164,75 @@ def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dat
     reporter.results(result.metrics, str(out))
 
 
+@cli.command("preview")
+@click.option("--occlusion", type=PluginName("occlusions"), required=True, help="The occlusion to show.")
+@click.option("--dataset", type=PluginName("datasets"), default="synthfaces", show_default=True)
+@click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
+@click.option("--n", "n", type=click.IntRange(1, 256), default=16, show_default=True, help="Faces to show.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Chooses the faces, their poses and the occlusions.")
+@click.option("--image-size", type=click.IntRange(min=32), default=112, show_default=True)
+@click.option("--channels", type=click.Choice(["1", "3"]), default=None, help="1 grey, 3 RGB [default: the data's].")
+@click.option("--vary-pose/--as-stored", default=True, show_default=True,
+              help="Show faces under random roll, scale and shift (placement test) or as the data set stores them.")
+@click.option("--tile", type=click.IntRange(32, 512), default=96, show_default=True, help="Pixels per face in the grid.")
+@click.option("--columns", type=click.IntRange(1, 32), default=4, show_default=True, help="Before/after pairs per row.")
+@click.option("--occlusion-arg", "occlusion_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Option for the occlusion plugin (repeatable).")
+@click.option("--dataset-arg", "dataset_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Option for the data set plugin (repeatable).")
+@click.option("--palette", is_flag=True, help="Save 256 colours (about 4x smaller, for docs) instead of true colour.")
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file to write.")
+def preview_cmd(occlusion: str, dataset: str, split: str, n: int, seed: int, image_size: int, channels: str | None,
+                vary_pose: bool,
+                tile: int, columns: int, occlusion_args: dict, dataset_args: dict, palette: bool, out: Path) -> None:
+    """Save a grid of faces before and after an occlusion, landmarks drawn, to judge it at a glance."""
+    from .occlusions.preview import preview_faces, preview_grid, save_png
+    from .registry import registry as plugins
+    from .report import RichReporter
+
+    if out.suffix.lower() != ".png":
+        raise UsageError(f"--out must be a .png file, not {out}")
+    occ, _ = plugins("occlusions").build(occlusion, **occlusion_args)
+    faces = preview_faces(dataset, dataset_args, split=split, n=n, seed=seed, image_size=image_size,
+                          channels=int(channels) if channels else None, vary=vary_pose)
+    grid = preview_grid(faces, occ, seed=seed, tile=tile, columns=columns,
+                        title=f"{occlusion} on {dataset} ({split}, seed {seed}"
+                              f"{', varied pose' if vary_pose else ''})")
+    save_png(grid, out, palette=palette)
+    RichReporter().info(f"{len(faces)} faces -> {out} ({out.stat().st_size / 1024:.0f} KB)")
+
+
+@cli.group("bench")
+def bench_group() -> None:
+    """Measurements: occlusion speed and coverage (more benchmarks come with the suite)."""
+
+
+@bench_group.command("occlusions")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the results as JSON.")
+@click.option("--faces", type=click.IntRange(min=1), default=512, show_default=True,
+              help="Built-in faces (varied pose and scale) for the coverage means.")
+@click.option("--rounds", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Interleaved timing rounds; the best round counts.")
+@click.option("--calls", type=click.IntRange(min=1), default=200, show_default=True, help="Images per timing round.")
+@click.option("--occlusion", "names", type=PluginName("occlusions"), multiple=True,
+              help="Only these occlusions (repeatable) [default: every registered one].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_occlusions_cmd(json_path: Path | None, faces: int, rounds: int, calls: int, names: tuple[str, ...],
+                         quiet: bool) -> None:
+    """Throughput (one thread, 112 px RGB, against CoarseDropout) and per-region coverage of each occlusion."""
+    from .bench.occlusions import run as bench_occlusions
+    from .engine.rundir import write_json
+    from .report import RichReporter
+
+    reporter = RichReporter(quiet=quiet)
+    result = bench_occlusions(list(names) or None, n_faces=faces, rounds=rounds, calls=calls, reporter=reporter)
+    reporter.occlusion_bench(result)
+    if json_path is not None:
+        write_json(json_path, result)
+        reporter.info(f"results -> {json_path}")
+
+
 def _debug_requested(args: list[str]) -> bool:
     """``--debug`` is a group option: it counts only before the command name."""
     for arg in args:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, Iterator
 
-from .errors import PluginError
+from .errors import OccdistillError, PluginError, UsageError
 
 KINDS = ("occlusions", "tasks", "distillers", "backbones", "datasets")
 ENTRY_POINT_PREFIX = "occlusion_distill."
@@ -168,6 +168,24 @@ class Registry:
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else \
             f"; available: {', '.join(self.names())}"
         return f"unknown {self.kind[:-1]} '{name}'{hint}"
+
+    def build(self, name: str, **kwargs: Any) -> tuple[Any, Entry]:
+        """``create`` for user input: unknown options and plugin failures become one-line errors."""
+        entry = self.get(name)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        try:
+            inspect.signature(entry.obj).bind_partial(**kwargs)
+        except TypeError as exc:
+            raise UsageError(f"{self.kind[:-1]} '{name}' does not accept these options: {exc}") from exc
+        except ValueError:
+            pass  # no introspectable signature: let the call itself decide
+        try:
+            return entry.obj(**kwargs), entry
+        except OccdistillError:
+            raise
+        except Exception as exc:
+            raise PluginError(f"{self.kind[:-1]} '{name}' from {entry.origin} failed to build with "
+                              f"{kwargs or 'its defaults'}: {type(exc).__name__}: {exc}") from exc
 
     def create(self, name: str, **kwargs: Any) -> Any:
         """Build the named plugin; ``None`` keyword values are dropped so defaults hold (as in timm)."""

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
                            TimeElapsedColumn, TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 
 class _NullBar:
@@ -114,6 +115,28 @@ class RichReporter:
             for e in entries:
                 table.add_row(e["name"], e["description"], e["origin"])
             self.out.print(table)
+
+    def occlusion_bench(self, result: dict[str, Any]) -> None:
+        ref = result["reference"]
+        setup = result["setup"]
+        table = Table(title=f"occlusions: speed (one thread, {setup['image_size']} px RGB) and % of each region "
+                            f"hidden ({setup['faces']} built-in faces of varied pose)",
+                      title_justify="left", caption=f"x ref: speed relative to {ref['name']}, "
+                                                    f"{ref['images_per_s']:.0f} images/s in the same run",
+                      caption_justify="left")
+        regions = next((list(e["coverage"]) for e in result["occlusions"].values() if "coverage" in e), [])
+        table.add_column("occlusion", style="bold", no_wrap=True)
+        table.add_column("img/s", justify="right")
+        table.add_column("x ref", justify="right")
+        for region in regions:
+            table.add_column(region, justify="right")
+        for name, e in result["occlusions"].items():
+            if "error" in e:
+                table.add_row(name, Text("failed", style="red"), "", Text(e["error"][:80]))
+                continue
+            shares = ["-" if v is None else f"{100 * v:.1f}" for v in e["coverage"].values()]
+            table.add_row(name, f"{e['images_per_s']:.0f}", f"{e['relative']:.2f}", *shares)
+        self.out.print(table)
 
     def print_json(self, text: str) -> None:
         sys.stdout.write(text + "\n")

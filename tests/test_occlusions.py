@@ -105,39 +105,55 @@ def faces112():
     return generate(120, 112, seed=21)
 
 
-def _mean_coverage(name, faces):
-    from occlusion_distill.occlusions import coverage_by_region
+def test_mask_and_headset_hide_their_regions_as_bench_occlusions_measures():
+    from occlusion_distill.bench.occlusions import run
 
-    occ = create("occlusions", name)
-    covs = [coverage_by_region(occ.occlude(img, lm, seed=i)[1], lm)
-            for i, (img, lm) in enumerate(zip(faces.images, faces.landmarks))]
-    return {k: float(np.nanmean([c[k] for c in covs])) for k in covs[0]}
-
-
-def test_mask_and_headset_hide_their_regions(faces112):
-    mask = _mean_coverage("mask", faces112)
+    result = run(["mask", "vr-headset"], n_faces=512, calls=5, rounds=1)  # >= 500 faces of varied pose
+    mask = result["occlusions"]["mask"]["coverage"]
     assert mask["mouth"] >= 0.9 and mask["nose"] >= 0.7 and mask["eyes"] <= 0.05, mask
-    vr = _mean_coverage("vr-headset", faces112)
+    vr = result["occlusions"]["vr-headset"]["coverage"]
     assert vr["eyes"] >= 0.95 and vr["brows"] >= 0.8 and vr["mouth"] <= 0.05, vr
 
 
-@pytest.mark.parametrize("name", ["mask", "vr-headset"])
-def test_wearables_deterministic_keep_shape_and_keypoints(name, faces112):
+OCCLUDERS = ["lower-half", "upper-half", "random-patch", "mask", "vr-headset"]
+
+
+@pytest.mark.parametrize("name", OCCLUDERS)
+def test_contract_deterministic_shape_dtype_and_paints_inside_coverage(name, faces112):
     occ = create("occlusions", name)
     img, lm = faces112.images[3], faces112.landmarks[3]
     a, ma = occ.occlude(img, lm, seed=7)
     b, mb = occ.occlude(img, lm, seed=7)
     assert np.array_equal(a, b) and np.array_equal(ma, mb)
-    assert any(not np.array_equal(a, occ.occlude(img, lm, seed=s)[0]) for s in range(8, 14))
+    assert np.array_equal(occ.occlude_image(img, lm, seed=7), a)  # the training path draws the same
+    if name not in ("lower-half", "upper-half"):  # the halves have no randomness
+        assert any(not np.array_equal(a, occ.occlude(img, lm, seed=s)[0]) for s in range(8, 14))
     changed = (a != img).any(axis=-1)
     assert changed[ma].mean() > 0.8 and not changed[~ma].any()  # paints inside its coverage only
-    for size, channels in ((32, 1), (64, 3), (256, 1)):
+    for size, channels in ((32, 1), (64, 3), (256, 1), (320, 3)):
         small = generate(2, size, channels=channels, seed=1)
         out, m = occ.occlude(small.images[0], small.landmarks[0], seed=1)
         assert out.shape == small.images[0].shape and out.dtype == np.uint8 and m.any()
-    pipeline = A.Compose([A.HorizontalFlip(p=1.0), occ], keypoint_params=A.KeypointParams(format="xy"))
-    res = pipeline(image=img, keypoints=lm)
-    assert np.allclose(np.asarray(res["keypoints"]), np.stack([111 - lm[:, 0], lm[:, 1]], 1), atol=1e-4)
+        assert m.shape == (size, size)
+        two_d = small.images[0][..., 0] if channels == 1 else None  # a (H, W) grey image stays (H, W)
+        if two_d is not None:
+            assert occ.occlude(two_d, small.landmarks[0], seed=1)[0].shape == (size, size)
+
+
+@pytest.mark.parametrize("name", OCCLUDERS)
+def test_contract_in_compose_after_flip_and_crop_keypoints_unchanged(name, faces112):
+    occ = create("occlusions", name)
+    pipeline = A.Compose([A.HorizontalFlip(p=1.0), A.Crop(6, 4, 106, 108), occ],
+                         keypoint_params=A.KeypointParams(format="xy", remove_invisible=False), seed=5)
+    for img, lm in zip(faces112.images[:6], faces112.landmarks[:6]):
+        res = pipeline(image=img, keypoints=lm, mask=np.zeros(img.shape[:2], np.uint8))
+        expected = np.stack([111 - lm[:, 0], lm[:, 1]], 1) - [6, 4]  # flipped (x -> W-1-x), then cropped
+        assert np.allclose(np.asarray(res["keypoints"]), expected, atol=1e-4)
+        assert res["image"].shape == (104, 100, 3)
+        # the occluder was placed on the flipped, cropped face: what it hides matches its own coverage
+        ref_img = A.Crop(6, 4, 106, 108)(image=img[:, ::-1].copy())["image"]
+        changed = (res["image"] != ref_img).any(axis=-1)
+        assert res["mask"].any() and not changed[res["mask"] == 0].any()
 
 
 def test_wearables_reject_bad_parameters():
@@ -147,3 +163,44 @@ def test_wearables_reject_bad_parameters():
         create("occlusions", "mask", variants=["gas"])
     with pytest.raises(UsageError, match="perspective"):
         create("occlusions", "vr-headset", perspective=2)
+    with pytest.raises(UsageError, match="colour"):
+        create("occlusions", "vr-headset", colours="rainbow")
+    with pytest.raises(UsageError, match="jitter"):
+        create("occlusions", "mask", jitter="lots")
+
+
+def test_random_patch_stays_on_the_face_and_rejects_bad_parameters(faces112):
+    from occlusion_distill.occlusions import coverage_by_region
+
+    occ = create("occlusions", "random-patch", num_patches=2, size=0.5, fill=(10, 20, 30))
+    on_face = []
+    for i, (img, lm) in enumerate(zip(faces112.images[:40], faces112.landmarks[:40])):
+        out, m = occ.occlude(img, lm, seed=i)
+        assert (out[m] == [10, 20, 30]).all()  # a constant fill is exactly that colour (no blending)
+        on_face.append(np.nansum(list(coverage_by_region(m, lm).values())) > 0)
+        iod = float(np.hypot(*(lm[1] - lm[0])))
+        ys, xs = np.nonzero(m)
+        centre = lm[:2].mean(axis=0)
+        # patches (half-diagonal <= 0.36 IOD) centred in the face box never reach far from the face
+        assert np.hypot(xs + 0.5 - centre[0], ys + 0.5 - centre[1]).max() < 2.2 * iod
+    assert np.mean(on_face) > 0.9
+    for bad in (dict(num_patches=(3, 1)), dict(num_patches=0), dict(num_patches=1.5), dict(size=-1),
+                dict(size=(0.5, "big")), dict(fill="blue"), dict(fill=(300, 0, 0))):
+        with pytest.raises(UsageError, match="random-patch|fill"):
+            create("occlusions", "random-patch", **bad)
+
+
+def test_region_model_follows_roll_and_scale():
+    from occlusion_distill.data.pose import similarity, warp_face
+    from occlusion_distill.occlusions import region_masks
+
+    face = generate(1, 112, seed=4)
+    img, lm = face.images[0], face.landmarks[0]
+    _, upright = warp_face(img, lm, similarity((112, 112), 0.7, 0.0, (0.0, 0.0)))  # small: regions all inside
+    _, moved = warp_face(img, lm, similarity((112, 112), 0.56, 20.0, (3.0, -2.0)))
+    before, after = region_masks(upright, img.shape[:2]), region_masks(moved, img.shape[:2])
+    for name in before:  # areas scale with the face (0.8^2), shapes turn with it
+        assert after[name].sum() == pytest.approx(0.64 * before[name].sum(), rel=0.12), name
+    eyes = np.argwhere(after["eyes"])[:, ::-1] + 0.5
+    left = eyes[:, 0] < moved[:2, 0].mean()
+    assert abs(eyes[left, 1].mean() - moved[0, 1]) < 1.5 and abs(eyes[~left, 1].mean() - moved[1, 1]) < 1.5

@@ -7,7 +7,6 @@ The engine never prints: it talks to a reporter (``report.NullReporter`` when us
 from __future__ import annotations
 
 import copy
-import inspect
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -15,7 +14,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn as nn
 
 from .. import __version__
 from ..config import RunConfig
@@ -53,21 +51,7 @@ class RunResult:
 
 
 def _build(kind: str, name: str, **kwargs: Any) -> tuple[Any, Entry]:
-    entry = registry(kind).get(name)
-    kwargs = {k: v for k, v in kwargs.items() if v is not None}
-    try:
-        inspect.signature(entry.obj).bind_partial(**kwargs)
-    except TypeError as exc:
-        raise UsageError(f"{kind[:-1]} '{name}' does not accept these options: {exc}") from exc
-    except ValueError:
-        pass  # no introspectable signature: let the call itself decide
-    try:
-        return entry.obj(**kwargs), entry
-    except OccdistillError:
-        raise
-    except Exception as exc:
-        raise PluginError(f"{kind[:-1]} '{name}' from {entry.origin} failed to build with "
-                          f"{kwargs or 'its defaults'}: {type(exc).__name__}: {exc}") from exc
+    return registry(kind).build(name, **kwargs)
 
 
 def build_parts(cfg: RunConfig, cache_dir: Path | None = None) -> Parts:

@@ -56,9 +56,10 @@ class _Half(Occlusion):
 
     def coverage(self, shape: tuple[int, int], point=None, normal=None, **params: Any) -> np.ndarray:
         h, w = shape[:2]
-        ys, xs = np.mgrid[0:h, 0:w]
-        # Pixel centres at +0.5: a pixel is hidden when its centre lies past the line.
-        side = (xs + 0.5 - point[0]) * normal[0] + (ys + 0.5 - point[1]) * normal[1]
+        # Pixel centres at +0.5: a pixel is hidden when its centre lies past the line. The signed
+        # distance is linear in x and y: an outer sum of two 1-D ramps, no coordinate grid.
+        side = ((np.arange(h) + (0.5 - point[1])) * normal[1])[:, None] + \
+            ((np.arange(w) + (0.5 - point[0])) * normal[0])[None, :]
         return side > 0 if self.hide_below else side <= 0
 
 

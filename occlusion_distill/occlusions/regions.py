@@ -20,6 +20,7 @@ of each region an occlusion hides.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -36,26 +37,27 @@ class FaceFrame:
     down: np.ndarray  # unit vector down the face
     iod: float  # inter-ocular distance, pixels
     landmarks: np.ndarray  # (5, 2)
+    matrix: np.ndarray  # (2, 2): rows are ``across`` and ``down`` scaled by ``iod``; face -> pixel offsets
 
     @classmethod
     def from_landmarks(cls, landmarks: np.ndarray) -> "FaceFrame":
         lm = np.asarray(landmarks, dtype=np.float64)[:5, :2]
-        eyes = lm[:2][np.argsort(lm[:2, 0])]
-        vec = eyes[1] - eyes[0]
-        iod = float(np.hypot(*vec))
-        across = vec / iod if iod > 1e-6 else np.array([1.0, 0.0])
-        down = np.array([-across[1], across[0]])
-        return cls(eyes.mean(axis=0), across, down, max(iod, 1e-6), lm)
+        (ax, ay), (bx, by) = lm[0].tolist(), lm[1].tolist()
+        if bx < ax:  # a flipped image: the eye on the image's left is landmark 1
+            ax, ay, bx, by = bx, by, ax, ay
+        iod = math.hypot(bx - ax, by - ay)
+        cx, cy = ((bx - ax) / iod, (by - ay) / iod) if iod > 1e-6 else (1.0, 0.0)
+        iod = max(iod, 1e-6)
+        return cls(np.array([(ax + bx) / 2, (ay + by) / 2]), np.array([cx, cy]), np.array([-cy, cx]), iod, lm,
+                   np.array([[cx * iod, cy * iod], [-cy * iod, cx * iod]]))
 
     def to_face(self, xy: np.ndarray) -> np.ndarray:
         """Pixel (x, y) -> face (u, v) in IOD units."""
-        d = np.asarray(xy, dtype=np.float64) - self.origin
-        return np.stack([d @ self.across, d @ self.down], axis=-1) / self.iod
+        return (np.asarray(xy, dtype=np.float64) - self.origin) @ self.matrix.T / (self.iod * self.iod)
 
     def to_image(self, uv: np.ndarray) -> np.ndarray:
         """Face (u, v) in IOD units -> pixel (x, y)."""
-        uv = np.asarray(uv, dtype=np.float64)
-        return self.origin + (uv[..., :1] * self.across + uv[..., 1:2] * self.down) * self.iod
+        return self.origin + np.asarray(uv, dtype=np.float64) @ self.matrix
 
     def landmarks_uv(self) -> np.ndarray:
         return self.to_face(self.landmarks)
@@ -63,9 +65,12 @@ class FaceFrame:
     def pixel_uv(self, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         """(u, v) of every pixel centre of an image of this shape."""
         h, w = shape[:2]
-        ys, xs = np.mgrid[0:h, 0:w]
-        uv = self.to_face(np.stack([xs + 0.5, ys + 0.5], axis=-1))
-        return uv[..., 0], uv[..., 1]
+        # u and v are linear in x and y: outer sums of 1-D ramps, no per-pixel coordinate grid
+        dx = (np.arange(w) + 0.5 - self.origin[0]) / self.iod
+        dy = (np.arange(h) + 0.5 - self.origin[1]) / self.iod
+        u = dy[:, None] * self.across[1] + dx[None, :] * self.across[0]
+        v = dy[:, None] * self.down[1] + dx[None, :] * self.down[0]
+        return u, v
 
 
 def region_ellipses(frame: FaceFrame) -> dict[str, list[tuple[float, float, float, float]]]:
