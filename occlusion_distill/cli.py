@@ -81,6 +81,8 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
               help="A registered backbone or any timm model name [default: simple-cnn].")
 @click.option("--dataset", type=PluginName("datasets"), default="synthfaces", show_default=True,
               help="Data set plugin (synthfaces is built in and needs no download).")
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Prepared data for --dataset (from `occdistill data prepare`).")
 @click.option("--preset", type=click.Choice(["smoke", "default"]), default="default", show_default=True,
               help="Size of the run: smoke (< 1 min, for tests) or default (a few minutes on CPU).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -112,7 +114,8 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
                    "or $OCCDISTILL_CACHE].")
 @click.option("--no-cache", is_flag=True, help="Train everything afresh and store nothing in the cache.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dataset: str, preset: str,
+def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dataset: str, data_dir: Path | None,
+            preset: str,
             epochs: int | None, batch_size: int | None, image_size: int | None, channels: str | None,
             lr: float | None, student_lr: float | None, seed: int, device: str, pretrained: bool,
             weights: str | None, num_workers: int | None, no_flip: bool, teacher_outputs: str | None,
@@ -130,6 +133,8 @@ def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dat
     from .engine.rundir import RunDir, check_out_dir, write_json, write_text
     from .report import RichReporter
 
+    if data_dir is not None:
+        dataset_args = {**dataset_args, "data": str(data_dir.resolve())}
     if weights is not None and not Path(weights).is_file():
         raise UsageError(f"--weights file not found: {weights}")
     if weights is not None and pretrained:
@@ -167,6 +172,8 @@ def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dat
 @cli.command("preview")
 @click.option("--occlusion", type=PluginName("occlusions"), required=True, help="The occlusion to show.")
 @click.option("--dataset", type=PluginName("datasets"), default="synthfaces", show_default=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Prepared data for --dataset (from `occdistill data prepare`).")
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--n", "n", type=click.IntRange(1, 256), default=16, show_default=True, help="Faces to show.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the faces, their poses and the occlusions.")
@@ -182,7 +189,7 @@ def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dat
               help="Option for the data set plugin (repeatable).")
 @click.option("--palette", is_flag=True, help="Save 256 colours (about 4x smaller, for docs) instead of true colour.")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), required=True, help="PNG file to write.")
-def preview_cmd(occlusion: str, dataset: str, split: str, n: int, seed: int, image_size: int, channels: str | None,
+def preview_cmd(occlusion: str, dataset: str, data_dir: Path | None, split: str, n: int, seed: int, image_size: int, channels: str | None,
                 vary_pose: bool,
                 tile: int, columns: int, occlusion_args: dict, dataset_args: dict, palette: bool, out: Path) -> None:
     """Save a grid of faces before and after an occlusion, landmarks drawn, to judge it at a glance."""
@@ -193,6 +200,8 @@ def preview_cmd(occlusion: str, dataset: str, split: str, n: int, seed: int, ima
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out must be a .png file, not {out}")
     occ, _ = plugins("occlusions").build(occlusion, **occlusion_args)
+    if data_dir is not None:
+        dataset_args = {**dataset_args, "data": str(data_dir)}
     faces = preview_faces(dataset, dataset_args, split=split, n=n, seed=seed, image_size=image_size,
                           channels=int(channels) if channels else None, vary=vary_pose)
     grid = preview_grid(faces, occ, seed=seed, tile=tile, columns=columns,
@@ -200,6 +209,58 @@ def preview_cmd(occlusion: str, dataset: str, split: str, n: int, seed: int, ima
                               f"{', varied pose' if vary_pose else ''})")
     save_png(grid, out, palette=palette)
     RichReporter().info(f"{len(faces)} faces -> {out} ({out.stat().st_size / 1024:.0f} KB)")
+
+
+@cli.group("data")
+def data_group() -> None:
+    """Prepare real data sets once (faces, labels, landmarks) and inspect prepared data."""
+
+
+@data_group.command("prepare")
+@click.argument("name", type=PluginName("datasets"))
+@click.option("--source", type=click.Path(path_type=Path, exists=True), required=True,
+              help="The data set's official files: a file, a zip, or a folder searched for them.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True, help="Directory to write.")
+@click.option("--landmarks", type=click.Choice(["auto", "mtcnn", "template", "given"]), default="auto",
+              show_default=True,
+              help="mtcnn: detect the 5 points on each face (the template where none is found); template: the "
+                   "data set's typical positions for every face; given: the data set's own (AffectNet); auto: "
+                   "given where the data set has them, else mtcnn.")
+@click.option("--limit", type=click.IntRange(min=1), default=None,
+              help="Only the first N faces of each split (a quick look or a test).")
+@click.option("--device", default="cpu", show_default=True, help="Where MTCNN runs (cpu, cuda).")
+@click.option("--arg", "read_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Option for the data set's reader (repeatable), e.g. label=gender size=96 for folder.")
+@click.option("--overwrite", is_flag=True, help="Replace --out when it holds other prepared data.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def data_prepare_cmd(name: str, source: Path, out: Path, landmarks: str, limit: int | None, device: str,
+                     read_args: dict, overwrite: bool, quiet: bool) -> None:
+    """Convert data set NAME from its official files into prepared data (see `occdistill data info`)."""
+    from .data.prepare import prepare
+    from .report import RichReporter
+
+    reporter = RichReporter(quiet=quiet)
+    manifest = prepare(name, source, out, landmarks=landmarks, limit=limit, overwrite=overwrite,
+                       reporter=reporter, device=device, read_args=read_args)
+    reporter.data_summary(manifest, str(out))
+
+
+@data_group.command("info")
+@click.argument("root", type=click.Path(path_type=Path, exists=True, file_okay=False))
+@click.option("--dataset-arg", "dataset_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Choose faces as a run would, e.g. mode=plurality for ferplus.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def data_info_cmd(root: Path, dataset_args: dict, as_json: bool) -> None:
+    """Counts per split and class, label statistics and landmark sources of prepared data."""
+    from .data.info import describe
+    from .report import RichReporter
+
+    info = describe(root, dataset_args)
+    reporter = RichReporter()
+    if as_json:
+        reporter.print_json(json.dumps(info, indent=2))
+    else:
+        reporter.data_info(info)
 
 
 @cli.group("bench")
@@ -231,6 +292,38 @@ def bench_occlusions_cmd(json_path: Path | None, faces: int, rounds: int, calls:
     if json_path is not None:
         write_json(json_path, result)
         reporter.info(f"results -> {json_path}")
+
+
+@bench_group.command("data")
+@click.option("--dataset", type=PluginName("datasets"), default="synthfaces", show_default=True)
+@click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+              help="Prepared data for --dataset.")
+@click.option("--dataset-arg", "dataset_args", multiple=True, callback=_kv, metavar="KEY=VALUE")
+@click.option("--task", type=PluginName("tasks"), default="expression", show_default=True)
+@click.option("--occlusion", type=PluginName("occlusions"), default="mask", show_default=True)
+@click.option("--image-size", type=click.IntRange(min=32), default=40, show_default=True)
+@click.option("--batch-size", type=click.IntRange(min=2), default=64, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--batches", type=click.IntRange(min=4), default=40, show_default=True, help="Batches to time.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_data_cmd(dataset: str, data_dir: Path | None, dataset_args: dict, task: str, occlusion: str,
+                   image_size: int, batch_size: int, num_workers: int, batches: int, json_path: Path | None,
+                   quiet: bool) -> None:
+    """Samples/s of the training input pipeline (read, flip, occlude, tensor) next to training steps/s."""
+    from .bench.data import run as bench_data
+    from .engine.rundir import write_json
+    from .report import RichReporter
+
+    if data_dir is not None:
+        dataset_args = {**dataset_args, "data": str(data_dir)}
+    reporter = RichReporter(quiet=quiet)
+    result = bench_data(dataset=dataset, dataset_args=dataset_args, task=task, occlusion=occlusion,
+                        image_size=image_size, batch_size=batch_size, num_workers=num_workers, batches=batches,
+                        reporter=reporter)
+    reporter.data_bench(result)
+    if json_path is not None:
+        write_json(json_path, result)
 
 
 def _debug_requested(args: list[str]) -> bool:

@@ -138,5 +138,64 @@ class RichReporter:
             table.add_row(name, f"{e['images_per_s']:.0f}", f"{e['relative']:.2f}", *shares)
         self.out.print(table)
 
+    def data_summary(self, manifest: dict[str, Any], out: str) -> None:
+        counts = ", ".join(f"{s} {n:,}" for s, n in manifest["counts"].items())
+        lm = manifest["landmarks"]
+        rate = f"MTCNN found {100 * lm['detection_rate']:.1f}% of faces (the template stands in for the rest)" \
+            if lm["detection_rate"] is not None else "landmarks from the template"
+        self.out.print(f"{manifest['dataset']} -> {out}: {counts} faces stored", soft_wrap=True)
+        self.out.print(f"{rate}; {manifest['seconds']['total']:.0f} s in all, {manifest['faces_per_s']:.0f} faces/s",
+                       soft_wrap=True)
+        if manifest["skipped_total"]:
+            self.out.print(f"skipped {manifest['skipped_total']:,}: " + "; ".join(
+                f"{reason} ({v['count']})" for reason, v in manifest["skipped"].items()), markup=False, soft_wrap=True)
+        for key, value in manifest.get("notes", {}).items():
+            if isinstance(value, list) and value:
+                self.out.print(f"{key.replace('_', ' ')} ({len(value)}): {', '.join(value[:10])}", markup=False, soft_wrap=True)
+            elif not isinstance(value, list):
+                self.out.print(f"{key.replace('_', ' ')}: {value}", markup=False, soft_wrap=True)
+
+    def data_info(self, info: dict[str, Any]) -> None:
+        sel = ", ".join(f"{k}={v}" for k, v in info["selection"].items())
+        table = Table(title=f"{info['dataset']} in {info['root']} ({info['image_size']} px, "
+                            f"{'grey' if info['channels'] == 1 else 'RGB'}{', ' + sel if sel else ''})",
+                      title_justify="left")
+        table.add_column("split", style="bold")
+        table.add_column("stored", justify="right")
+        table.add_column("used", justify="right")
+        table.add_column("labels")
+        table.add_column("landmarks")
+        for split, e in info["splits"].items():
+            parts = []
+            for key, value in e.items():
+                if key in ("stored", "used", "landmarks"):
+                    continue
+                if value and "mean" in value:
+                    parts.append(f"{key}: {value['min']:.0f}-{value['max']:.0f}, mean {value['mean']:.1f} "
+                                 f"± {value['std']:.1f}")
+                elif value:
+                    parts.append(f"{key}: " + " ".join(f"{c} {n}" for c, n in value.items()))
+            lms = " ".join(f"{s} {n}" for s, n in e["landmarks"].items())
+            table.add_row(split, f"{e['stored']:,}", f"{e['used']:,}", Text("\n".join(parts)), lms)
+        self.out.print(table)
+        lm = info["landmarks"]
+        if lm["mean_detected"] is not None:
+            self.out.print(f"landmark template (mean detected position / size): {lm['mean_detected']}", markup=False)
+        if info["skipped"]:
+            self.out.print("skipped: " + "; ".join(f"{r} ({v['count']})" for r, v in info["skipped"].items()),
+                           markup=False)
+
+    def data_bench(self, r: dict[str, Any]) -> None:
+        table = Table(title=f"input pipeline vs training: {r['dataset']}, {r['occlusion']}, {r['image_size']} px, "
+                            f"batch {r['batch_size']}, {r['num_workers']} workers, {r['torch_threads']} torch threads",
+                      title_justify="left")
+        table.add_column("what")
+        table.add_column("samples/s", justify="right")
+        table.add_row("input pipeline (read, flip, occlude, tensor)", f"{r['input_samples_per_s']:.0f}")
+        table.add_row(f"training steps ({r['backbone']})", f"{r['train_samples_per_s']:.0f}")
+        self.out.print(table)
+        verdict = "enough" if r["input_over_train"] >= 2 else "NOT enough: training waits on data"
+        self.out.print(f"input / training = {r['input_over_train']:.2f}x ({verdict}; the target is >= 2x)")
+
     def print_json(self, text: str) -> None:
         sys.stdout.write(text + "\n")

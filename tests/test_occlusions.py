@@ -97,7 +97,8 @@ def test_probability_p_is_honoured_and_seeded(faces):
 
 
 def test_settings_report_every_constructor_argument():
-    assert create("occlusions", "upper-half", split=0.6).settings() == {"fill": 0, "p": 1.0, "split": 0.6}
+    assert create("occlusions", "upper-half", split=0.6).settings() == {"fill": 0, "p": 1.0, "split": 0.6,
+                                                                        "version": 1}
 
 
 @pytest.fixture(scope="module")
@@ -204,3 +205,40 @@ def test_region_model_follows_roll_and_scale():
     eyes = np.argwhere(after["eyes"])[:, ::-1] + 0.5
     left = eyes[:, 0] < moved[:2, 0].mean()
     assert abs(eyes[left, 1].mean() - moved[0, 1]) < 1.5 and abs(eyes[~left, 1].mean() - moved[1, 1]) < 1.5
+
+
+@pytest.mark.parametrize("name", ["lower-half", "mask", "vr-headset"])
+def test_placement_follows_any_roll_even_upside_down(name):
+    from occlusion_distill.data.pose import similarity, warp_face
+    from occlusion_distill.occlusions import coverage_by_region
+
+    face = generate(1, 112, seed=8)
+    occ = create("occlusions", name)
+    upright = coverage_by_region(occ.occlude(face.images[0], face.landmarks[0], seed=1)[1], face.landmarks[0])
+    for roll in (100.0, 180.0, -135.0):
+        img, lm = warp_face(face.images[0], face.landmarks[0], similarity((112, 112), 0.8, roll, (0.0, 0.0)))
+        cov = coverage_by_region(occ.occlude(img, lm, seed=1)[1], lm)
+        hidden = "mouth" if name != "vr-headset" else "eyes"
+        visible = "eyes" if name != "vr-headset" else "mouth"
+        assert cov[hidden] > 0.9 and cov[visible] < 0.1, (roll, cov, upright)
+
+
+def test_bad_images_landmarks_and_probability_are_one_line_errors(faces):
+    img, lm = faces.images[0], faces.landmarks[0]
+    occ = create("occlusions", "mask")
+    with pytest.raises(DataError, match="finite"):
+        occ.occlude(img, np.full((5, 2), np.nan, np.float32))
+    with pytest.raises(DataError, match="coincide"):
+        occ.occlude(img, np.array([[20, 20], [20, 20], [25, 30], [20, 40], [30, 40]], np.float32))
+    with pytest.raises(DataError, match="uint8"):
+        occ.occlude(img.astype(np.float32), lm)
+    for bad in (2, "abc", -0.1):
+        with pytest.raises(UsageError, match="probability"):
+            create("occlusions", "mask", p=bad)
+    with pytest.raises(UsageError, match="variants"):
+        create("occlusions", "mask", variants=5)
+    with pytest.raises(UsageError, match="fill"):
+        create("occlusions", "random-patch", fill=(1, 2))
+    grey = img[..., :1].copy()
+    out, m = create("occlusions", "lower-half", fill=(255, 0, 0)).occlude(grey, lm)
+    assert (out[m] == 76).all()  # an RGB fill on a grey face is its luminance (0.299 * 255)

@@ -21,8 +21,14 @@ def landmarks_from(keypoints: Any) -> np.ndarray:
         raise DataError("an occlusion needs the face's 5 landmarks: pass keypoints=... (MTCNN order)")
     kps = np.asarray(keypoints, dtype=np.float32)
     if kps.ndim != 2 or kps.shape[0] < 5 or kps.shape[1] < 2:
-        raise DataError(f"an occlusion needs 5 landmarks as (x, y) keypoints, got shape {kps.shape}")
-    return kps[:5, :2]
+        raise DataError(f"an occlusion needs 5 landmarks as (x, y) keypoints, got shape {kps.shape} (in A.Compose, "
+                        f"set KeypointParams(remove_invisible=False) so that a crop does not drop landmarks)")
+    kps = kps[:5, :2]
+    if not np.isfinite(kps).all():
+        raise DataError("an occlusion needs finite landmarks; got NaN or infinite values")
+    if float(np.hypot(*(kps[1] - kps[0]))) < 1e-3:
+        raise DataError("the two eye landmarks coincide: an occlusion cannot be placed on this face")
+    return kps
 
 
 def check_fill(fill: Any) -> int | tuple[int, ...]:
@@ -34,6 +40,12 @@ def check_fill(fill: Any) -> int | tuple[int, ...]:
     return tuple(int(v) for v in values) if isinstance(fill, (list, tuple)) else int(fill)
 
 
+def check_p(p: Any) -> float:
+    if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
+        raise UsageError(f"p (the probability of occluding a face) must be a number in [0, 1], not {p!r}")
+    return float(p)
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
@@ -42,11 +54,36 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def fill_for(fill: int | tuple[int, ...], image: np.ndarray) -> np.ndarray:
+    """A fill as the image's pixel value: one value everywhere, a colour on RGB, its luminance on grey."""
+    values = np.atleast_1d(np.asarray(fill, dtype=np.float64))
+    channels = image.shape[2] if image.ndim == 3 else 0
+    if values.size == 3 and channels in (0, 1):
+        values = np.array([values @ [0.299, 0.587, 0.114]])
+    if values.size not in (1, max(channels, 1)):
+        raise UsageError(f"fill {fill} has {values.size} values for an image with {channels or 1} channels")
+    pixel = np.round(values).astype(image.dtype)
+    return pixel if channels else pixel[0]
+
+
+def check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3) or \
+            (image.ndim == 3 and image.shape[2] not in (1, 3)):
+        raise DataError(f"occlusions draw on uint8 grey (H, W) / (H, W, 1) or RGB (H, W, 3) images, got "
+                        f"{getattr(image, 'dtype', type(image).__name__)} {getattr(image, 'shape', '')}")
+
+
 class Occlusion(A.DualTransform):
-    """Base class of every occlusion plugin; subclasses write ``sample`` and ``coverage`` (and ``draw``)."""
+    """Base class of every occlusion plugin; subclasses write ``sample`` and ``coverage`` (and ``draw``).
+
+    ``version`` is part of the run cache key: raise it when a change draws different pixels for the same
+    settings and seed, so that models trained on the old drawings are not reused.
+    """
+
+    version = 1
 
     def __init__(self, fill: int | Sequence[int] = 0, p: float = 1.0):
-        super().__init__(p=p)
+        super().__init__(p=check_p(p))
         self.fill = check_fill(fill)
 
     # -- what a plugin writes ----------------------------------------------------------------------
@@ -62,10 +99,7 @@ class Occlusion(A.DualTransform):
         """Paint the occluder; the default fills the coverage mask with ``fill``."""
         mask = self.coverage(image.shape[:2], **params)
         out = image.copy()
-        fill = np.asarray(self.fill, dtype=image.dtype)
-        if out.ndim == 3 and fill.size not in (1, out.shape[2]):
-            raise UsageError(f"fill {self.fill} has {fill.size} values for an image with {out.shape[2]} channels")
-        out[mask] = fill if out.ndim == 3 else fill.flat[0]
+        out[mask] = fill_for(self.fill, out)
         return out
 
     # -- plain use, without albumentations' machinery ----------------------------------------------
@@ -87,6 +121,7 @@ class Occlusion(A.DualTransform):
 
     def _face_params(self, image: np.ndarray, landmarks: np.ndarray, seed: int | None) -> dict[str, Any] | None:
         """The sampled parameters for one face, or None when the ``p`` draw skips it."""
+        check_image(image)
         if seed is not None:
             self.set_random_seed(seed)
         if self.p < 1.0 and self.random_generator.random() >= self.p:
@@ -96,7 +131,7 @@ class Occlusion(A.DualTransform):
     def settings(self) -> dict[str, Any]:
         """The constructor arguments in effect, defaults included (for config.json and cache keys)."""
         names = [n for n in self.get_transform_init_args_names() if n != "strict"]
-        return {n: _plain(getattr(self, n, None)) for n in sorted(set(names) | {"p"})}
+        return {**{n: _plain(getattr(self, n, None)) for n in sorted(set(names) | {"p"})}, "version": self.version}
 
     # -- albumentations hooks ----------------------------------------------------------------------
     def __call__(self, *args: Any, force_apply: bool = False, **data: Any) -> Any:
@@ -116,6 +151,7 @@ class Occlusion(A.DualTransform):
         return {"occlusion": self.sample(landmarks_from(data.get("keypoints")), shape)}
 
     def apply(self, img: np.ndarray, occlusion: dict[str, Any] | None = None, **_: Any) -> np.ndarray:
+        check_image(img)
         return self.draw(img, **(occlusion or {}))
 
     def apply_to_mask(self, mask: np.ndarray, occlusion: dict[str, Any] | None = None, **_: Any) -> np.ndarray:

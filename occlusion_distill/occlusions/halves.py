@@ -15,16 +15,13 @@ import numpy as np
 from ..errors import UsageError
 from ..registry import occlusions
 from .base import Occlusion
+from .regions import FaceFrame
 
 
 def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Unit vectors along the eye line (image left to right) and down the face."""
-    eyes = landmarks[:2][np.argsort(landmarks[:2, 0])]  # robust to flipped images
-    across = eyes[1] - eyes[0]
-    norm = float(np.hypot(*across))
-    across = across / norm if norm > 1e-6 else np.array([1.0, 0.0])
-    down = np.array([-across[1], across[0]])
-    return across, down
+    """Unit vectors along the eye line and down the face (towards the mouth), for any roll or flip."""
+    frame = FaceFrame.from_landmarks(landmarks)
+    return frame.across, frame.down
 
 
 @occlusions.register("none")

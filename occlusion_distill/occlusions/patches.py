@@ -44,6 +44,8 @@ class RandomPatch(Occlusion):
         self.num_patches = _pair(num_patches, "num_patches", int, 1, 32)
         self.size = _pair(size, "size (in eye distances)", float, 0.05, 4.0)
         self.fill = fill if fill == "random" else check_fill(fill)
+        if isinstance(self.fill, tuple) and len(self.fill) not in (1, 3):
+            raise UsageError(f"random-patch: fill needs 1 value or 3 (RGB), not {fill!r}")
 
     def sample(self, landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
         rng = self.random_generator
@@ -79,10 +81,7 @@ class RandomPatch(Occlusion):
         alpha = raster.fill(crop.alpha(), rects, 255, antialias=False)
         if params["colours"] is None:
             fill = self.fill if isinstance(self.fill, tuple) else (self.fill,)
-            fill = fill * 3 if len(fill) == 1 else fill
-            if len(fill) != 3:
-                raise UsageError(f"random-patch: fill needs 1 or 3 values, not {self.fill!r}")
-            layer = raster.solid_layer(crop, fill)
+            layer = raster.solid_layer(crop, fill * 3 if len(fill) == 1 else fill)
         else:
             layer = np.zeros((*crop.shape, 3), dtype=np.uint8)
             for rect, colour in zip(rects, params["colours"].tolist()):

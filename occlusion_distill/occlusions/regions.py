@@ -30,7 +30,7 @@ REGIONS = ("brows", "eyes", "nose", "mouth", "chin")
 
 @dataclass(frozen=True)
 class FaceFrame:
-    """Face-aligned coordinates from 5 landmarks (MTCNN order, either flip)."""
+    """Face-aligned coordinates from 5 landmarks (MTCNN order, any roll, either flip)."""
 
     origin: np.ndarray  # eye midpoint, pixels
     across: np.ndarray  # unit vector along the eye line, image left -> right
@@ -43,7 +43,10 @@ class FaceFrame:
     def from_landmarks(cls, landmarks: np.ndarray) -> "FaceFrame":
         lm = np.asarray(landmarks, dtype=np.float64)[:5, :2]
         (ax, ay), (bx, by) = lm[0].tolist(), lm[1].tolist()
-        if bx < ax:  # a flipped image: the eye on the image's left is landmark 1
+        mx, my = (lm[3] + lm[4]).tolist()
+        # "down" (the eye line turned 90 degrees) must point from the eyes to the mouth, whatever the roll
+        # or flip: order the eyes so that it does.
+        if (mx / 2 - (ax + bx) / 2) * (ay - by) + (my / 2 - (ay + by) / 2) * (bx - ax) < 0:
             ax, ay, bx, by = bx, by, ax, ay
         iod = math.hypot(bx - ax, by - ay)
         cx, cy = ((bx - ax) / iod, (by - ay) / iod) if iod > 1e-6 else (1.0, 0.0)

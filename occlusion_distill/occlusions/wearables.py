@@ -33,6 +33,8 @@ def _colour_choices(colours: Sequence[str] | None, table: dict[str, tuple[int, i
         return list(table)
     if isinstance(colours, str):  # one name, or names separated by commas (as typed on the command line)
         colours = [c.strip() for c in colours.split(",")]
+    if not isinstance(colours, (list, tuple)):
+        raise UsageError(f"{what}: colours must be names among {', '.join(table)}, not {colours!r}")
     bad = [c for c in colours if c not in table]
     if bad or not colours:
         raise UsageError(f"{what}: unknown colour {bad[0] if bad else colours!r}; choose from {', '.join(table)}")
@@ -107,14 +109,16 @@ def _tones(colour: np.ndarray, scales: np.ndarray, offsets: np.ndarray) -> list[
 class SurgicalMask(Occlusion):
     """Surgical mask fitted by landmarks: nose bridge to below the chin, pleats, straps, colours, variants."""
 
+    version = 2  # 2: drawn from one matrix product per face, light from above (was shaded in the face frame)
+
     def __init__(self, colours: Sequence[str] | None = None, variants: Sequence[str] | None = None,
                  jitter: float = 0.04, p: float = 1.0):
         super().__init__(p=p)
         self.colours = _colour_choices(colours, MASK_COLOURS, "mask")
         if isinstance(variants, str):
             variants = [v.strip() for v in variants.split(",")]
-        variants = list(MASK_VARIANTS) if variants is None else list(variants)
-        if not variants or any(v not in MASK_VARIANTS for v in variants):
+        variants = list(MASK_VARIANTS) if variants is None else variants
+        if not isinstance(variants, (list, tuple)) or not variants or any(v not in MASK_VARIANTS for v in variants):
             raise UsageError(f"mask: variants must be among {', '.join(MASK_VARIANTS)}, not {variants!r}")
         self.variants = variants
         if not isinstance(jitter, (int, float)) or not 0 <= jitter <= 0.2:
@@ -199,6 +203,8 @@ class SurgicalMask(Occlusion):
 @occlusions.register("vr-headset")
 class VRHeadset(Occlusion):
     """VR headset over eyes and brows, wider than the face: strap, shading, finishes and slight perspective."""
+
+    version = 2  # 2: matte / gloss / fabric finishes, light from above
 
     def __init__(self, colours: Sequence[str] | None = None, perspective: float = 0.08, p: float = 1.0):
         super().__init__(p=p)

@@ -80,12 +80,25 @@ class ClassificationTask(Task):
     def state(self) -> dict[str, Any]:
         return {"output_dim": self.output_dim, "class_names": self.class_names}
 
+    def targets(self, faces: FaceSet) -> np.ndarray:
+        """Class ids; or, where the data set gives a distribution per face (``<label>_probs``, e.g. FER+ in
+        probability mode), that distribution, a soft target for the cross-entropy."""
+        soft = faces.labels.get(f"{self.label}_probs")
+        return soft.astype(np.float32) if soft is not None else faces.labels[self.label]
+
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.ndim == 2:  # soft targets: cross-entropy against the distribution
+            return F.cross_entropy(outputs, targets.float())
         return F.cross_entropy(outputs, targets.long())
+
+    @staticmethod
+    def hard(targets: np.ndarray) -> np.ndarray:
+        """Class ids of targets that may be distributions (scored against their most likely class)."""
+        return targets.argmax(axis=1) if targets.ndim == 2 else targets
 
     def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         pred = outputs.argmax(axis=1)
-        return {"accuracy": 100.0 * float((pred == targets).mean())}
+        return {"accuracy": 100.0 * float((pred == self.hard(targets)).mean())}
 
 
 def macro_f1(pred: np.ndarray, targets: np.ndarray, num_classes: int) -> float:

@@ -17,7 +17,7 @@ class Expression(ClassificationTask):
 
     def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         return {**super().metrics(outputs, targets),
-                "macro_f1": macro_f1(outputs.argmax(axis=1), targets, self.output_dim)}
+                "macro_f1": macro_f1(outputs.argmax(axis=1), self.hard(targets), self.output_dim)}
 
 
 @tasks.register("gender")

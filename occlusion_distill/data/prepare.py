@@ -1,0 +1,171 @@
+"""``occdistill data prepare``: read a data set's official files once, add landmarks, write prepared data.
+
+The output directory appears only when complete (written under a temporary name, then renamed), so an
+interrupted preparation leaves nothing half-written. Preparing again with the same source files and
+options finds the existing directory and does nothing (the manifest records both).
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import platform
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import UsageError
+from ..registry import registry
+from .landmarks import SOURCES, add_landmarks
+from .prepared import FORMAT_VERSION, MANIFEST, sha256_file
+
+
+def _source_files(files: list[Path]) -> list[dict[str, Any]]:
+    out = []
+    for f in files:
+        f = Path(f)
+        if f.is_file():
+            out.append({"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)})
+        else:  # a folder of images: its listing stands for it
+            names = sorted(str(p.relative_to(f)) for p in f.rglob("*") if p.is_file())
+            out.append({"path": str(f.resolve()), "files": len(names),
+                        "bytes": sum((f / n).stat().st_size for n in names)})
+    return out
+
+
+def prepare(name: str, source: Path, out: Path, *, landmarks: str = "auto", limit: int | None = None,
+            overwrite: bool = False, reporter: Any = None, device: str = "cpu",
+            read_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Prepare data set ``name`` from ``source`` into ``out``; returns the manifest.
+
+    ``read_args`` go to the data set's reader (e.g. ``label``, ``size`` and ``seed`` for ``folder``)."""
+    if landmarks not in ("auto", *SOURCES):
+        raise UsageError(f"--landmarks must be auto, {', '.join(SOURCES)}, not {landmarks!r}")
+    if limit is not None and limit < 1:
+        raise UsageError("--limit must be at least 1")
+    cls = registry("datasets").get(name).obj
+    if not hasattr(cls, "read"):
+        raise UsageError(f"data set '{name}' has nothing to prepare (it is built in or reads its own files)")
+    source, out = Path(source), Path(out)
+    read_args = dict(read_args or {})
+    try:
+        inspect.signature(cls.read).bind(source, **read_args)
+    except TypeError as exc:
+        raise UsageError(f"data set '{name}' does not accept these --arg options: {exc}") from exc
+    options = {"landmarks": landmarks, "limit": limit, **read_args}
+    t0 = time.perf_counter()
+    files_probe = None
+    if (out / MANIFEST).is_file() and not overwrite:
+        old = json.loads((out / MANIFEST).read_text())
+        files_probe = old.get("source", {}).get("files")
+        if old.get("dataset") == name and old.get("options") == options and files_probe is not None:
+            current = _source_files([Path(f["path"]) for f in files_probe])
+            if current == files_probe:
+                if reporter:
+                    reporter.info(f"{out} already holds '{name}' prepared from these files with these options")
+                return old
+        raise UsageError(f"{out} already holds prepared data from other files or options: pass --overwrite "
+                         f"to replace it, or choose another --out")
+    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()) and not overwrite:
+        raise UsageError(f"--out {out} exists and is not prepared data: choose another directory or --overwrite")
+
+    read_bar = reporter.stage("read", None) if reporter else None
+    reading = cls.read(source, limit=limit, progress=read_bar.advance if read_bar else None, **read_args)
+    if read_bar:
+        read_bar.close()
+    splits = reading["splits"]
+    has_given = all("landmarks" in part for part in splits.values())
+    if landmarks == "auto":
+        landmarks = "given" if has_given else "mtcnn"
+    elif landmarks == "given" and not has_given:
+        raise UsageError(f"data set '{name}' has no landmarks of its own: use --landmarks mtcnn or template")
+    total = sum(len(s["images"]) for s in splits.values())
+    if total == 0:
+        raise UsageError(f"no usable faces for '{name}' under {source}")
+    t_read = time.perf_counter() - t0
+
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        detector = None
+        if landmarks == "mtcnn":
+            from .landmarks import Detector
+
+            detector = Detector(device=device)
+        lm_bar = reporter.stage("landmarks", total) if reporter else None
+        t1 = time.perf_counter()
+        sources: dict[str, dict[str, int]] = {}
+        checksums: dict[str, str] = {}
+        counts: dict[str, int] = {}
+        label_arrays = sorted(next(iter(splits.values()))["labels"])
+        first = next(iter(splits.values()))["images"]
+        done = 0
+        for split, part in splits.items():
+            images = np.ascontiguousarray(part["images"])
+            lms = np.zeros((len(images), 5, 2), dtype=np.float32)
+            used = np.zeros(len(images), dtype=np.uint8)
+
+            def tick(n: int) -> None:
+                nonlocal done
+                done += n
+                if lm_bar:
+                    lm_bar.advance(n)
+                    lm_bar.note(f"{done / max(time.perf_counter() - t1, 1e-9):.0f} faces/s")
+
+            if landmarks == "given":
+                lms[:] = part["landmarks"]
+                used[:] = SOURCES.index("given")
+                sources[split] = {**dict.fromkeys(SOURCES, 0), "given": len(images)}
+                tick(len(images))
+            elif len(images):
+                sources[split] = add_landmarks(images, cls.template, landmarks, lms, progress=tick,
+                                               detector=detector, used=used)
+            else:
+                sources[split] = dict.fromkeys(SOURCES, 0)
+            arrays = {"images": images, "landmarks": lms, "landmark_source": used, **part["labels"]}
+            for key, arr in arrays.items():
+                path = tmp / f"{split}.{key}.npy"
+                np.save(path, arr)
+                checksums[path.name] = sha256_file(path)
+            if part.get("names") is not None:
+                (tmp / f"{split}.names.txt").write_text("\n".join(part["names"]) + "\n")
+            counts[split] = len(images)
+        if lm_bar:
+            lm_bar.close()
+        t_lm = time.perf_counter() - t1
+        detected = sum(s["mtcnn"] for s in sources.values())
+        manifest = {
+            "format": FORMAT_VERSION, "dataset": name, "options": options,
+            "labels": list(reading.get("labels") or cls.labels),  # what tasks can use (after selection)
+            "label_arrays": label_arrays, "classes": reading["classes"], "channels": int(first.shape[-1]),
+            "image_size": int(first.shape[1]), "counts": counts,
+            "skipped": reading["skipped"].as_dict(), "skipped_total": reading["skipped"].total,
+            "notes": reading["notes"],
+            "landmarks": {"method": landmarks, "per_split": sources,
+                          "detection_rate": round(detected / total, 4) if landmarks == "mtcnn" else None,
+                          "template": np.asarray(cls.template).round(4).tolist()},
+            "seconds": {"read": round(t_read, 1), "landmarks": round(t_lm, 1),
+                        "total": round(time.perf_counter() - t0, 1)},
+            "faces_per_s": round(total / max(time.perf_counter() - t0, 1e-9), 1),
+            "source": {"given": str(source), "files": _source_files(reading["files"])},
+            "checksums": checksums,
+            "made_by": {"occlusion_distill": __version__, "python": platform.python_version()},
+        }
+        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out.exists():
+            trash = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.replace(out, trash)
+            os.replace(tmp, out)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest

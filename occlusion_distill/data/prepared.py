@@ -1,0 +1,138 @@
+"""Prepared data: what ``occdistill data prepare`` writes once and every run reads fast.
+
+A prepared directory holds, per split, ``<split>.images.npy`` (N, H, W, C uint8, read memory-mapped),
+``<split>.landmarks.npy`` (N, 5, 2 float32, pixel (x, y), MTCNN order), ``<split>.<label>.npy`` for
+each label, and one ``manifest.json``: the data set, the options and source files used (with sizes and
+SHA-256), counts per split, what was skipped and why, how each face got its landmarks, and checksums
+of the arrays. The directory is written under a temporary name and renamed when complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+import cv2
+import numpy as np
+
+from ..errors import DataError, UsageError
+from .base import SPLITS, FaceDataset
+from .faceset import FaceSet
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_manifest(root: Path) -> dict[str, Any]:
+    path = Path(root) / MANIFEST
+    if not path.is_file():
+        raise DataError(f"{root} is not prepared data (no {MANIFEST}): run `occdistill data prepare NAME "
+                        f"--source PATH --out {root}` first")
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path} is unreadable: {exc}") from exc
+    if manifest.get("format") != FORMAT_VERSION:
+        raise DataError(f"{root} was prepared in format {manifest.get('format')}; this version reads format "
+                        f"{FORMAT_VERSION}: prepare it again")
+    return manifest
+
+
+def resize_faces(images: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Square faces resized to ``size`` (area averaging down, cubic up); landmarks scaled along."""
+    n, h, w, c = images.shape
+    if (h, w) == (size, size):
+        return images, landmarks
+    interp = cv2.INTER_AREA if size < h else cv2.INTER_CUBIC
+    out = np.empty((n, size, size, c), dtype=np.uint8)
+    for i in range(n):
+        out[i] = cv2.resize(images[i], (size, size), interpolation=interp).reshape(size, size, c)
+    scale = np.array([size / w, size / h], dtype=np.float32)
+    return out, (landmarks * scale).astype(np.float32)
+
+
+def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
+    have = images.shape[-1]
+    if have == channels:
+        return images
+    if channels == 1:  # ITU-R 601 luminance, as synthfaces and OpenCV do
+        return (images.astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).round().astype(np.uint8)[..., None]
+    return np.repeat(images, 3, axis=-1)
+
+
+class PreparedDataset(FaceDataset):
+    """Base class of data sets read from a prepared directory (``data=DIR``, i.e. ``run --data DIR``).
+
+    Subclasses set ``key`` (the name in manifests), ``labels``, ``native_channels`` and write ``prepare``
+    support in ``prepare.py``; label modes that select or relabel faces go in ``select``.
+    """
+
+    key = ""
+
+    def __init__(self, data: str | Path | None = None):
+        self.root = Path(data) if data else None
+        self.manifest: dict[str, Any] = {}
+        if self.root is not None:
+            self.manifest = read_manifest(self.root)
+            if self.manifest.get("dataset") != self.key:
+                raise UsageError(f"{self.root} holds prepared '{self.manifest.get('dataset')}' data, not "
+                                 f"'{self.key}'")
+            self.labels = tuple(self.manifest["labels"])
+            self.native_channels = int(self.manifest["channels"])
+
+    def _need_data(self) -> Path:
+        if self.root is None:
+            raise UsageError(f"data set '{self.key}' reads prepared data: run `occdistill data prepare {self.key} "
+                             f"--source PATH --out DIR`, then pass --data DIR")
+        return self.root
+
+    def fingerprint(self) -> dict:
+        return {"name": self.key, "arrays": self.manifest.get("checksums", {}), "select": self.selection()}
+
+    def selection(self) -> dict[str, Any]:
+        """The options that choose faces or labels at load time (part of the cache key)."""
+        return {}
+
+    def select(self, split: str, labels: dict[str, np.ndarray]) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """Which faces to keep (an index, or None for all) and the labels to use; overridden by label modes."""
+        return None, labels
+
+    def size(self, split: str) -> int:
+        self._need_data()
+        index, _ = self.select(split, self._labels(split))
+        return int(self.manifest["counts"][split]) if index is None else int(len(index))
+
+    def _labels(self, split: str) -> dict[str, np.ndarray]:
+        root = self._need_data()
+        return {name: np.load(root / f"{split}.{name}.npy") for name in self.manifest["label_arrays"]}
+
+    def load(self, split: str, *, image_size: int, channels: int,
+             progress: Callable[[int], None] | None = None) -> FaceSet:
+        if split not in SPLITS:
+            raise UsageError(f"unknown split '{split}'; splits are {', '.join(SPLITS)}")
+        root = self._need_data()
+        try:
+            images = np.load(root / f"{split}.images.npy", mmap_mode="r")
+            landmarks = np.load(root / f"{split}.landmarks.npy")
+            labels = self._labels(split)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"prepared data in {root} is damaged ({exc}): prepare it again") from exc
+        index, labels = self.select(split, labels)
+        if index is not None:
+            images, landmarks = images[index], landmarks[index]
+        images, landmarks = resize_faces(np.asarray(images), landmarks, image_size)
+        faces = FaceSet(convert_channels(images, channels), landmarks, labels,
+                        {k: list(v) for k, v in self.manifest.get("classes", {}).items()}, name=self.key)
+        if progress is not None:
+            progress(len(faces))
+        return faces
