@@ -326,6 +326,26 @@ def bench_data_cmd(dataset: str, data_dir: Path | None, dataset_args: dict, task
         write_json(json_path, result)
 
 
+@bench_group.command("overhead")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--faces", type=click.IntRange(min=256), default=5000, show_default=True, help="Training faces per epoch.")
+@click.option("--bank-size", "bank_sizes", type=click.IntRange(min=1000), multiple=True,
+              help="Memory bank sizes to time mining on (repeatable) [default: 10000, 100000, 1000000].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_overhead_cmd(json_path: Path | None, faces: int, bank_sizes: tuple[int, ...], quiet: bool) -> None:
+    """Epoch seconds of finetune, kd and triplet, and FAISS vs torch mining cost per step."""
+    from .bench.overhead import BANK_SIZES
+    from .bench.overhead import run as bench_overhead
+    from .engine.rundir import write_json
+    from .report import RichReporter
+
+    reporter = RichReporter(quiet=quiet)
+    result = bench_overhead(n_train=faces, bank_sizes=tuple(bank_sizes) or BANK_SIZES, reporter=reporter)
+    reporter.overhead_bench(result)
+    if json_path is not None:
+        write_json(json_path, result)
+
+
 def _debug_requested(args: list[str]) -> bool:
     """``--debug`` is a group option: it counts only before the command name."""
     for arg in args:

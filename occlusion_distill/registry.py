@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 
 from .errors import OccdistillError, PluginError, UsageError
 
-KINDS = ("occlusions", "tasks", "distillers", "backbones", "datasets")
+KINDS = ("occlusions", "tasks", "distillers", "miners", "backbones", "datasets")
 ENTRY_POINT_PREFIX = "occlusion_distill."
 BUILTIN_ORIGIN = "occlusion-distill"
 
@@ -212,6 +212,7 @@ def _make(kind: str, **kw: Any) -> Registry:
 occlusions = _make("occlusions")
 tasks = _make("tasks")
 distillers = _make("distillers")
+miners = _make("miners")  # negative mining strategies of the triplet distiller
 datasets = _make("datasets")
 backbones = _make("backbones")  # its timm fallback is attached in models.backbones
 

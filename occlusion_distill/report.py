@@ -197,5 +197,29 @@ class RichReporter:
         verdict = "enough" if r["input_over_train"] >= 2 else "NOT enough: training waits on data"
         self.out.print(f"input / training = {r['input_over_train']:.2f}x ({verdict}; the target is >= 2x)")
 
+    def overhead_bench(self, r: dict[str, Any]) -> None:
+        setup = r["setup"]
+        table = Table(title=f"epoch cost: {setup['backbone']}, {setup['faces']} faces of {setup['image_size']} px, "
+                            f"batch {setup['batch_size']}", title_justify="left",
+                      caption=f"teacher outputs computed once per run: {setup['teacher_table_seconds']:.1f} s",
+                      caption_justify="left")
+        table.add_column("distiller", style="bold")
+        table.add_column("s / epoch", justify="right")
+        table.add_column("x finetune", justify="right")
+        for name, sec in r["epoch_seconds"].items():
+            table.add_row(name, f"{sec:.1f}", f"{r['ratio_to_finetune'][name]:.2f}")
+        self.out.print(table)
+        table = Table(title=f"mining one batch ({setup['batch_size']} queries, {setup['embedding_dim']}-d); a "
+                            f"finetune step takes {setup['finetune_step_ms']:.0f} ms", title_justify="left")
+        table.add_column("bank", justify="right")
+        table.add_column("faiss index")
+        table.add_column("faiss ms", justify="right")
+        table.add_column("torch ms", justify="right")
+        table.add_column("faiss / step", justify="right")
+        for size, m in r["mining_ms_per_step"].items():
+            table.add_row(f"{int(size):,}", m["index"], f"{m['faiss']:.2f}", f"{m['torch']:.2f}",
+                          f"{100 * m['share_of_step']:.1f}%")
+        self.out.print(table)
+
     def print_json(self, text: str) -> None:
         sys.stdout.write(text + "\n")

@@ -337,3 +337,51 @@ def test_bench_data_reports_input_and_training_rates(tmp_path, cli):
     assert r["batches"] == 4 and r["input_samples_per_s"] > 0 and r["train_samples_per_s"] > 0
     assert r["input_over_train"] == pytest.approx(r["input_samples_per_s"] / r["train_samples_per_s"], rel=0.01)
     assert "input / training" in res.stdout
+
+
+def test_prepare_guards_sources_and_splits(tmp_path):
+    root = write_fer(tmp_path / "src", gz=False)
+    with pytest.raises(UsageError, match="holds it"):
+        prepare("fer2013", root, root, landmarks="template", overwrite=True)
+    with pytest.raises(UsageError, match="holds it"):
+        prepare("fer2013", root, tmp_path, landmarks="template", overwrite=True)
+    assert (root / "fer2013.csv").is_file()  # nothing of the source was touched
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "keep.txt").write_text("mine")
+    with pytest.raises(UsageError, match="not prepared data"):
+        prepare("fer2013", root, other, landmarks="template", overwrite=True)
+    assert (other / "keep.txt").read_text() == "mine"
+    # the same --out prepared from another copy of the files is not "already done"
+    out = tmp_path / "out"
+    prepare("fer2013", root, out, landmarks="template")
+    copy = write_fer(tmp_path / "copy", gz=True)
+    with pytest.raises(UsageError, match="other files"):
+        prepare("fer2013", copy, out, landmarks="template")
+    # a BOM before the header is fine; a CSV that lost rows no longer lines up with the FER+ votes
+    text = (root / "fer2013.csv").read_text()
+    (root / "fer2013.csv").write_text("\ufeff" + text)
+    assert len(FER2013.read(root)["splits"]["test"]["images"]) == 10
+    (root / "fer2013.csv").write_text("\n".join(text.splitlines()[:-1]) + "\n")
+    with pytest.raises(DataError, match="rows"):
+        FERPlus.read(root)
+    # a split with no faces stops the preparation, naming it
+    (root / "fer2013.csv").write_text("\n".join(text.splitlines()[:31]) + "\n")
+    with pytest.raises(DataError, match="val, test splits"):
+        prepare("fer2013", root, tmp_path / "empty", landmarks="template")
+    assert not (tmp_path / "empty").exists()
+
+
+def test_utkface_partial_split_and_zipped_fer(tmp_path):
+    faces = _faces(len(UTK_NAMES), 100)
+    (tmp_path / "utk").mkdir()
+    write_utk_zip(tmp_path / "utk" / "train.zip", UTK_NAMES, faces)
+    with pytest.raises(DataError, match="no val or test"):
+        registry("datasets").get("utkface").obj.read(tmp_path / "utk")
+    src = write_fer(tmp_path / "fer")
+    with zipfile.ZipFile(tmp_path / "fer.zip", "w") as z:  # the official files inside a zip
+        z.write(src / "fer2013.csv.gz", "FER/fer2013.csv.gz")
+        z.write(src / "fer2013new.csv", "FER/fer2013new.csv")
+    manifest = prepare("ferplus", tmp_path / "fer.zip", tmp_path / "zipped", landmarks="template")
+    assert manifest["counts"]["test"] == 10
+    assert {Path(f["path"]).name for f in manifest["source"]["files"]} == {"fer.zip"}

@@ -61,3 +61,21 @@ def test_mtcnn_finds_landmarks_on_real_faces(name, tmp_path):
     lm = np.load(tmp_path / name / "test.landmarks.npy")
     eyes_y, mouth_y = lm[:, :2, 1].mean(axis=1), lm[:, 3:, 1].mean(axis=1)
     assert (eyes_y < mouth_y).all()  # upright faces: eyes above the mouth
+
+
+@needs_fer
+@needs_utk
+@pytest.mark.parametrize("name,task,distiller", [("utkface", "age", "combined"), ("ferplus", "expression", "triplet")])
+def test_distillers_run_on_prepared_real_data(name, task, distiller, tmp_path):
+    import json
+
+    from conftest import run_cli
+    from occlusion_distill.data.prepare import prepare
+
+    prepare(name, DATA, tmp_path / name, landmarks="template", limit=96)  # small and fast: template landmarks
+    out = tmp_path / "run"
+    res = run_cli("run", "--dataset", name, "--data", tmp_path / name, "--task", task, "--distiller", distiller,
+                  "--occlusion", "mask", "--preset", "smoke", "--epochs", "1", "--quiet", "--out", out)
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["dataset"] == name and 0 < metrics["n_train"] <= 96 and np.isfinite(metrics["student"])

@@ -54,7 +54,7 @@ def read_fer2013_csv(path: Path, progress: Callable[[int], None] | None = None, 
     the row's position in the file, and ``usage_all`` for every row (FER+ votes align by position)."""
     try:
         with _open_text(path) as fh:
-            header = fh.readline().strip().decode("utf-8", "replace")
+            header = fh.readline().strip().decode("utf-8", "replace").lstrip("\ufeff")
             if header.split(",") != ["emotion", "pixels", "Usage"]:
                 raise DataError(f"{path}: expected the FER2013 header 'emotion,pixels,Usage', found '{header[:60]}'")
             lines = fh.read().split(b"\n")
@@ -77,7 +77,7 @@ def read_fer2013_csv(path: Path, progress: Callable[[int], None] | None = None, 
     skipped = skipped if skipped is not None else SkipLog()
     for k, i in enumerate(rows.tolist()):
         parts = lines[i].rstrip(b"\r").split(b",")
-        row = f"row {i + 1}"
+        row = f"line {i + 2}"  # the file's line: the header is line 1
         if progress is not None and (k + 1) % 1000 == 0:
             progress(1000)
         if len(parts) != 3:
@@ -106,16 +106,17 @@ def read_fer2013_csv(path: Path, progress: Callable[[int], None] | None = None, 
 def read_ferplus_votes(path: Path, usage: np.ndarray) -> np.ndarray:
     """(N, 10) float32 votes, row-aligned with fer2013.csv; checks the header, row count and Usage column."""
     try:
-        text = path.read_text(encoding="utf-8").splitlines()
+        text = path.read_text(encoding="utf-8-sig").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise DataError(f"{path} is unreadable: {exc}") from exc
     expected = ["Usage", "Image name", *FERPLUS_COLUMNS]
     if not text or text[0].split(",") != expected:
         raise DataError(f"{path}: expected the FER+ header '{','.join(expected)}', found '{(text or [''])[0][:80]}'")
-    rows = text[1:]
-    if len(rows) < len(usage):
-        raise DataError(f"{path} has {len(rows)} rows but fer2013.csv has {len(usage)}: the FER+ file is truncated "
-                        f"or belongs to another copy")
+    rows = [r for r in text[1:] if r.strip()]
+    if len(rows) != len(usage):
+        # rows align by position: one missing row on either side would shift every later face's votes
+        raise DataError(f"{path} has {len(rows)} rows but fer2013.csv has {len(usage)}: one of them is truncated "
+                        f"or they come from different copies")
     votes = np.zeros((len(usage), len(FERPLUS_COLUMNS)), dtype=np.float32)
     for i in range(len(usage)):
         cells = rows[i].split(",")
@@ -165,14 +166,15 @@ class FERPlus(PreparedDataset):
     template = TEMPLATE
     stored_size = SIZE
 
-    def __init__(self, data: str | Path | None = None, mode: str = "majority"):
+    def __init__(self, data: str | Path | None = None, mode: str = "majority", n_train: int | None = None,
+                 n_val: int | None = None, n_test: int | None = None):
         if mode not in ("majority", "plurality", "probability"):
             raise UsageError(f"ferplus: mode must be majority, plurality or probability, not {mode!r}")
         self.mode = mode
-        super().__init__(data)
+        super().__init__(data, n_train=n_train, n_val=n_val, n_test=n_test)
 
     def selection(self) -> dict[str, Any]:
-        return {"mode": self.mode}
+        return {**super().selection(), "mode": self.mode}
 
     def select(self, split: str, labels: dict[str, np.ndarray]) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         keep, hard, soft = ferplus_labels(labels["votes"], self.mode)
@@ -212,7 +214,7 @@ class FER2013(PreparedDataset):
         rows = read_fer2013_csv(csv_path, progress, limit, skipped)
         bad = rows["valid"] & ((rows["emotion"] < 0) | (rows["emotion"] >= len(FER2013_CLASSES)))
         for i in np.flatnonzero(bad):
-            skipped.add("emotion label outside 0..6", f"row {rows['row'][i] + 1}")
+            skipped.add("emotion label outside 0..6", f"line {rows['row'][i] + 2}")
         rows["valid"] &= ~bad
         return _split_rows(rows, {"expression": rows["emotion"]}, skipped, [csv_path],
                            classes={"expression": list(FER2013_CLASSES)})

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from ..registry import registry
 from .landmarks import SOURCES
 from .prepared import read_manifest
@@ -25,8 +26,8 @@ def describe(root: Path, dataset_args: dict[str, Any] | None = None) -> dict[str
     detected = []
     for split, n in manifest["counts"].items():
         entry: dict[str, Any] = {"stored": n}
-        labels = {k: np.load(root / f"{split}.{k}.npy") for k in manifest["label_arrays"]}
-        index, used_labels = dataset.select(split, labels)
+        labels = dataset._labels(split)
+        index, used_labels = dataset._chosen(split, labels)
         entry["used"] = n if index is None else int(len(index))
         for label in manifest["labels"]:
             values = used_labels.get(label)
@@ -39,9 +40,12 @@ def describe(root: Path, dataset_args: dict[str, Any] | None = None) -> dict[str
                 v = values.astype(np.float64)
                 entry[label] = {"min": float(v.min()), "max": float(v.max()), "mean": round(float(v.mean()), 2),
                                 "std": round(float(v.std()), 2)} if len(v) else {}
-        src = np.load(root / f"{split}.landmark_source.npy")
+        try:
+            src = np.load(root / f"{split}.landmark_source.npy")
+            lms = np.load(root / f"{split}.landmarks.npy")
+        except (OSError, ValueError) as exc:
+            raise DataError(f"prepared data in {root} is damaged ({exc}): prepare it again") from exc
         entry["landmarks"] = {s: int((src == i).sum()) for i, s in enumerate(SOURCES)}
-        lms = np.load(root / f"{split}.landmarks.npy")
         detected.append(lms[src == SOURCES.index("mtcnn")])
         splits[split] = entry
     size = manifest["image_size"]

@@ -7,6 +7,7 @@ options finds the existing directory and does nothing (the manifest records both
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import json
 import os
@@ -19,16 +20,17 @@ from typing import Any
 import numpy as np
 
 from .. import __version__
-from ..errors import UsageError
+from ..errors import DataError, UsageError
 from ..registry import registry
 from .landmarks import SOURCES, add_landmarks
 from .prepared import FORMAT_VERSION, MANIFEST, sha256_file
+from .sources import EXTRACTED
 
 
 def _source_files(files: list[Path]) -> list[dict[str, Any]]:
     out = []
     for f in files:
-        f = Path(f)
+        f = EXTRACTED.get(Path(f), Path(f))  # a file read out of a zip: the zip is the source
         if f.is_file():
             out.append({"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)})
         else:  # a folder of images: its listing stands for it
@@ -51,42 +53,57 @@ def prepare(name: str, source: Path, out: Path, *, landmarks: str = "auto", limi
     cls = registry("datasets").get(name).obj
     if not hasattr(cls, "read"):
         raise UsageError(f"data set '{name}' has nothing to prepare (it is built in or reads its own files)")
-    source, out = Path(source), Path(out)
+    source, out = Path(source).resolve(), Path(out).resolve()
+    if out == source or out in source.parents:
+        raise UsageError(f"--out {out} is --source or holds it: choose another directory")
     read_args = dict(read_args or {})
     try:
         inspect.signature(cls.read).bind(source, **read_args)
     except TypeError as exc:
         raise UsageError(f"data set '{name}' does not accept these --arg options: {exc}") from exc
     options = {"landmarks": landmarks, "limit": limit, **read_args}
+    old = None
+    if out.exists():
+        if not out.is_dir():
+            raise UsageError(f"--out {out} is a file: give a directory")
+        if (out / MANIFEST).is_file():
+            try:
+                old = json.loads((out / MANIFEST).read_text())
+            except (OSError, json.JSONDecodeError):
+                old = {}
+        elif any(out.iterdir()):  # never replace a folder that is not ours, --overwrite or not
+            raise UsageError(f"--out {out} exists and is not prepared data: choose another directory")
+    for stale in out.parent.glob(f".{out.name}.tmp-*"):  # left by a preparation that was killed
+        shutil.rmtree(stale, ignore_errors=True)
     t0 = time.perf_counter()
-    files_probe = None
-    if (out / MANIFEST).is_file() and not overwrite:
-        old = json.loads((out / MANIFEST).read_text())
-        files_probe = old.get("source", {}).get("files")
-        if old.get("dataset") == name and old.get("options") == options and files_probe is not None:
-            current = _source_files([Path(f["path"]) for f in files_probe])
-            if current == files_probe:
-                if reporter:
-                    reporter.info(f"{out} already holds '{name}' prepared from these files with these options")
-                return old
-        raise UsageError(f"{out} already holds prepared data from other files or options: pass --overwrite "
-                         f"to replace it, or choose another --out")
-    if out.exists() and not (out / MANIFEST).is_file() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"--out {out} exists and is not prepared data: choose another directory or --overwrite")
 
     read_bar = reporter.stage("read", None) if reporter else None
     reading = cls.read(source, limit=limit, progress=read_bar.advance if read_bar else None, **read_args)
     if read_bar:
         read_bar.close()
+    source_files = _source_files(reading["files"])
+    if old is not None:
+        if old.get("dataset") == name and old.get("options") == options and \
+                old.get("source", {}).get("files") == source_files:
+            if reporter:
+                reporter.info(f"{out} already holds '{name}' prepared from these files with these options")
+            return old
+        if not overwrite:
+            raise UsageError(f"{out} already holds prepared data from other files or options: pass --overwrite "
+                             f"to replace it, or choose another --out")
     splits = reading["splits"]
+    skipped = reading["skipped"]
+    empty = [s for s, part in splits.items() if len(part["images"]) == 0]
+    if empty:
+        why = "; ".join(f"{r} ({v['count']})" for r, v in skipped.as_dict().items()) or "no faces found"
+        raise DataError(f"'{name}' under {source}: no usable faces in the {', '.join(empty)} split"
+                        f"{'s' if len(empty) > 1 else ''} (skipped: {why})")
     has_given = all("landmarks" in part for part in splits.values())
     if landmarks == "auto":
         landmarks = "given" if has_given else "mtcnn"
     elif landmarks == "given" and not has_given:
         raise UsageError(f"data set '{name}' has no landmarks of its own: use --landmarks mtcnn or template")
     total = sum(len(s["images"]) for s in splits.values())
-    if total == 0:
-        raise UsageError(f"no usable faces for '{name}' under {source}")
     t_read = time.perf_counter() - t0
 
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
@@ -153,7 +170,8 @@ def prepare(name: str, source: Path, out: Path, *, landmarks: str = "auto", limi
             "seconds": {"read": round(t_read, 1), "landmarks": round(t_lm, 1),
                         "total": round(time.perf_counter() - t0, 1)},
             "faces_per_s": round(total / max(time.perf_counter() - t0, 1e-9), 1),
-            "source": {"given": str(source), "files": _source_files(reading["files"])},
+            "source": {"given": str(source), "files": source_files},
+            "prepared_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "checksums": checksums,
             "made_by": {"occlusion_distill": __version__, "python": platform.python_version()},
         }

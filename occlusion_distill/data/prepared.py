@@ -79,7 +79,12 @@ class PreparedDataset(FaceDataset):
 
     key = ""
 
-    def __init__(self, data: str | Path | None = None):
+    def __init__(self, data: str | Path | None = None, n_train: int | None = None, n_val: int | None = None,
+                 n_test: int | None = None):
+        self.limits = {"train": n_train, "val": n_val, "test": n_test}
+        for split, n in self.limits.items():
+            if n is not None and (not isinstance(n, int) or n < 1):
+                raise UsageError(f"{self.key}: n_{split} must be a positive integer, not {n!r}")
         self.root = Path(data) if data else None
         self.manifest: dict[str, Any] = {}
         if self.root is not None:
@@ -101,7 +106,18 @@ class PreparedDataset(FaceDataset):
 
     def selection(self) -> dict[str, Any]:
         """The options that choose faces or labels at load time (part of the cache key)."""
-        return {}
+        return {f"n_{s}": n for s, n in self.limits.items() if n is not None}
+
+    def _chosen(self, split: str, labels: dict[str, np.ndarray]) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+        """``select`` (label modes), then a seeded subset of ``n_<split>`` faces (quick runs on real data)."""
+        index, labels = self.select(split, labels)
+        n = self.limits.get(split)
+        total = len(next(iter(labels.values()))) if labels else 0
+        if n is not None and n < total:
+            pick = np.sort(np.random.default_rng(0).choice(total, n, replace=False))
+            labels = {k: v[pick] for k, v in labels.items()}
+            index = pick if index is None else index[pick]
+        return index, labels
 
     def select(self, split: str, labels: dict[str, np.ndarray]) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """Which faces to keep (an index, or None for all) and the labels to use; overridden by label modes."""
@@ -109,12 +125,15 @@ class PreparedDataset(FaceDataset):
 
     def size(self, split: str) -> int:
         self._need_data()
-        index, _ = self.select(split, self._labels(split))
+        index, _ = self._chosen(split, self._labels(split))
         return int(self.manifest["counts"][split]) if index is None else int(len(index))
 
     def _labels(self, split: str) -> dict[str, np.ndarray]:
         root = self._need_data()
-        return {name: np.load(root / f"{split}.{name}.npy") for name in self.manifest["label_arrays"]}
+        try:
+            return {name: np.load(root / f"{split}.{name}.npy") for name in self.manifest["label_arrays"]}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"prepared data in {root} is damaged ({exc}): prepare it again") from exc
 
     def load(self, split: str, *, image_size: int, channels: int,
              progress: Callable[[int], None] | None = None) -> FaceSet:
@@ -127,9 +146,11 @@ class PreparedDataset(FaceDataset):
             labels = self._labels(split)
         except (OSError, ValueError) as exc:
             raise DataError(f"prepared data in {root} is damaged ({exc}): prepare it again") from exc
-        index, labels = self.select(split, labels)
+        index, labels = self._chosen(split, labels)
         if index is not None:
             images, landmarks = images[index], landmarks[index]
+        if len(landmarks) == 0:
+            raise DataError(f"no faces left in the {split} split of {root} with {self.selection() or 'these options'}")
         images, landmarks = resize_faces(np.asarray(images), landmarks, image_size)
         faces = FaceSet(convert_channels(images, channels), landmarks, labels,
                         {k: list(v) for k, v in self.manifest.get("classes", {}).items()}, name=self.key)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import hashlib
 import os
+import shutil
+import tempfile
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,10 +37,39 @@ def search(source: Path, match: Callable[[Path], bool], what: str) -> list[Path]
     return sorted(found)
 
 
+#: files taken out of a zip for reading -> the zip they came from (what the manifest records)
+EXTRACTED: dict[Path, Path] = {}
+
+
+def _cleanup_extracted() -> None:
+    for path in list(EXTRACTED):
+        shutil.rmtree(path.parent, ignore_errors=True)
+        EXTRACTED.pop(path, None)
+
+
+atexit.register(_cleanup_extracted)
+
+
 def one_file(source: Path, names: Iterable[str], what: str) -> Path:
-    """Exactly one file named one of ``names`` under ``source``; a clear error for none or several."""
+    """Exactly one file named one of ``names`` under ``source`` (a folder, the file itself, or inside a zip
+    there); a clear error for none or several."""
     names = tuple(names)
     hits = search(source, lambda p: p.name in names, what)
+    if not hits:  # inside zips: extract the member once, to a temporary folder
+        zips = search(source, lambda p: p.suffix == ".zip", what)
+        for z in zips:
+            try:
+                with zipfile.ZipFile(z) as archive:
+                    member = next((m for m in archive.namelist() if Path(m).name in names), None)
+                    if member is not None:
+                        folder = Path(tempfile.mkdtemp(prefix="occdistill-"))
+                        target = folder / Path(member).name
+                        with archive.open(member) as src, open(target, "wb") as dst:
+                            shutil.copyfileobj(src, dst, 1 << 22)
+                        EXTRACTED[target] = z
+                        hits.append(target)
+            except zipfile.BadZipFile as exc:
+                raise DataError(f"{z} is not a valid zip file: {exc}") from exc
     if not hits:
         raise DataError(f"no {' or '.join(names)} under {source}: is this the {what} data?")
     if len(hits) > 1:

@@ -149,7 +149,7 @@ class CSVData(PreparedDataset):
                 raise UsageError(f"csv: --source {source} must be a CSV file, or a folder with exactly one CSV")
             source = found[0]
         try:
-            with open(source, newline="", encoding="utf-8") as fh:
+            with open(source, newline="", encoding="utf-8-sig") as fh:
                 rows = list(csv.DictReader(fh))
                 columns = list(rows[0].keys()) if rows else []
         except (OSError, UnicodeDecodeError, csv.Error) as exc:

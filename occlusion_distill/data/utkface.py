@@ -92,6 +92,10 @@ def locate(source: Path) -> tuple[dict[str, list[_Member]] | None, list[_Member]
     for holder in [source, *sorted(p for p in source.iterdir() if p.is_dir())]:
         parts = {s: [holder / f"{s}.zip", holder / s] for s in ("train", "val", "test")}
         chosen = {s: next((p for p in cands if p.exists()), None) for s, cands in parts.items()}
+        if any(chosen.values()) and not all(chosen.values()):
+            missing = [s for s, p in chosen.items() if p is None]
+            raise DataError(f"{holder} has a {'/'.join(s for s, p in chosen.items() if p)} split of UTKFace but no "
+                            f"{' or '.join(missing)} (zip or folder): give all three, or a folder of unsplit faces")
         if all(chosen.values()):
             split = {s: _members(p) for s, p in chosen.items()}
             if any(split.values()):

@@ -1,6 +1,10 @@
-"""Distiller plugins: finetune (baseline) and kd; triplet and combined plug into the same interface."""
+"""Distiller plugins: finetune (the baseline), kd, triplet (with its miners and memory bank) and combined."""
 
 from .base import Distiller
 from .builtin import Finetune, SoftTargetKD, kd_kl
+from .mining import BankIndex, MemoryBank, Miner
+from .triplet import TripletKD, triplet_loss
+from .combined import Combined, CombinedModel
 
-__all__ = ["Distiller", "Finetune", "SoftTargetKD", "kd_kl"]
+__all__ = ["Distiller", "Finetune", "SoftTargetKD", "kd_kl", "MemoryBank", "BankIndex", "Miner", "TripletKD",
+           "triplet_loss", "Combined", "CombinedModel"]

@@ -38,6 +38,12 @@ class Distiller(nn.Module):
         """The settings that define this distiller, for config.json and cache keys."""
         return {}
 
+    def student_template(self, teacher: nn.Module) -> nn.Module:
+        """An untrained model of the student's architecture (a cached student's weights are loaded into it)."""
+        import copy
+
+        return copy.deepcopy(teacher)
+
     def train_student(self, ctx: "StageContext") -> nn.Module:
         from ..engine.trainer import fit
 

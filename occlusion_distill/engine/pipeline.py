@@ -7,6 +7,7 @@ The engine never prints: it talks to a reporter (``report.NullReporter`` when us
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from ..occlusions.base import Occlusion
 from ..registry import Entry, registry
 from ..tasks.base import Task
 from .cache import ModelCache, file_digest
-from .trainer import TRAINER_VERSION, EvalSet, StageContext, evaluate, fit, resolve_device, seed_everything
+from .trainer import (TRAINER_VERSION, EvalSet, StageContext, TeacherTable, evaluate, fit, resolve_device,
+                      seed_everything)
 
 
 @dataclass
@@ -204,11 +206,12 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
     histories: dict[str, list[dict[str, Any]]] = {}
     cached: dict[str, bool] = {}
 
-    def cached_stage(stage: str, kind: str, key: dict[str, Any], train_fn) -> FaceModel:
+    def cached_stage(stage: str, kind: str, key: dict[str, Any], train_fn, template=None) -> FaceModel:
         t = time.perf_counter()
         hit = cache.get(kind, key)
         if hit is not None:
-            model = new_model(initial_weights=False) if stage == "teacher" else copy.deepcopy(teacher)
+            model = new_model(initial_weights=False) if stage == "teacher" else \
+                (template() if template is not None else copy.deepcopy(teacher))
             model.load_state_dict(hit["state_dict"])
             histories[stage] = hit["history"]
             reporter.info(f"{stage}: reused from the run cache")
@@ -231,34 +234,72 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
     teacher: FaceModel = cached_stage("teacher", "teachers", t_key, train_teacher)
     teacher.eval()
 
+    tables: dict[str, TeacherTable] = {}
+
+    def teacher_table() -> TeacherTable:
+        """The teacher's outputs on every clean training face and flip: once per run, and kept in the run
+        cache under the teacher's key (which fixes the data, image size and channels) for later runs."""
+        if "table" not in tables:
+            # the weights' digest too: outputs must come from exactly this teacher, even one retrained
+            digest = hashlib.sha256()
+            for name, tensor in sorted(teacher.state_dict().items()):
+                digest.update(name.encode())
+                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+            key = {"what": "teacher-outputs", "teacher": t_key, "weights": digest.hexdigest()}
+            hit = cache.get("teacher-outputs", key)
+            if hit is not None:
+                tables["table"] = TeacherTable(None, None, device, tensors=(hit["state_dict"]["logits"],
+                                                                             hit["state_dict"]["embeddings"]))
+            else:
+                tables["table"] = TeacherTable(teacher, train, device)
+                cache.put("teacher-outputs", key, {"logits": tables["table"].logits,
+                                                    "embeddings": tables["table"].embeddings}, [])
+        return tables["table"]
+
+    def student_init() -> FaceModel:
+        # every student starts from the teacher's weights, trainable (training a student freezes the teacher)
+        return copy.deepcopy(teacher).requires_grad_(True)
+
     # 2. Baseline: the teacher fine-tuned on occluded faces, no teacher signal.
     base_key = _student_key(cfg, settings, t_key, "finetune", {}, registry("distillers").get("finetune").origin)
 
     def train_baseline():
         seed_everything(cfg.seed + 1)
-        ctx = context("baseline", copy.deepcopy(teacher), "occluded", val_occ, cfg.student_epochs,
+        ctx = context("baseline", student_init(), "occluded", val_occ, cfg.student_epochs,
                       cfg.student_lr)
         return fit(ctx, Finetune(task)), ctx.history
 
     baseline = cached_stage("baseline", "students", base_key, train_baseline)
 
     # 3. Distilled student, also from the teacher; ``finetune`` *is* the baseline.
+    def distilled(name: str, stage: str, dist: Distiller | None = None) -> FaceModel:
+        """The student of distiller ``name``: from the cache, or trained (``combined`` asks for its members)."""
+        if dist is None:
+            dist, _ = registry("distillers").build(name, task=task)
+        if type(dist) is Finetune:
+            return baseline
+        origin = registry("distillers").get(name).origin
+        key = _student_key(cfg, settings, t_key, name, settings["distiller"] if stage == "student" else
+                           dist.hparams(), origin)
+
+        def train_student():
+            seed_everything(cfg.seed + 2)
+            ctx = context(stage, student_init(), "occluded", val_occ, cfg.student_epochs,
+                          cfg.student_lr, teacher=teacher)
+            ctx.student_for = lambda member: distilled(member, f"student:{member}")
+            ctx.teacher_table = teacher_table
+            with _blame("distiller", name, parts):
+                model = dist.train_student(ctx)
+            return model, ctx.history
+
+        return cached_stage(stage, "students", key, train_student,
+                            template=lambda: dist.student_template(teacher))
+
     if type(distiller) is Finetune:
         student, histories["student"], timings["student"] = baseline, histories["baseline"], 0.0
         cached["student"] = cached["baseline"]
     else:
-        s_key = _student_key(cfg, settings, t_key, cfg.distiller, settings["distiller"],
-                             parts.origins["distiller"])
-
-        def train_student():
-            seed_everything(cfg.seed + 2)
-            ctx = context("student", copy.deepcopy(teacher), "occluded", val_occ, cfg.student_epochs,
-                          cfg.student_lr, teacher=teacher)
-            with _blame("distiller", cfg.distiller, parts):
-                model = distiller.train_student(ctx)
-            return model, ctx.history
-
-        student = cached_stage("student", "students", s_key, train_student)
+        student = distilled(cfg.distiller, "student", distiller)
 
     # 4. Scores on the test split.
     t = time.perf_counter()

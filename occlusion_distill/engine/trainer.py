@@ -70,6 +70,10 @@ class StageContext:
     progress: Callable[..., Any] | None = None  # reporter.stage(...) factory
     teacher_outputs: str = "cached"  # "cached": run the teacher once per face and flip; "online": every step
     history: list[dict[str, Any]] = field(default_factory=list)
+    #: another distiller's student of this run by name, from the run cache or trained now (``combined``)
+    student_for: Callable[[str], FaceModel] | None = None
+    #: the run's ``TeacherTable``, computed once (or read from the run cache) and shared by its students
+    teacher_table: Callable[[], "TeacherTable"] | None = None
 
 
 class TeacherTable:
@@ -79,7 +83,11 @@ class TeacherTable:
     at each step, so distillation steps cost no teacher forward pass.
     """
 
-    def __init__(self, teacher: nn.Module, train: PairedFaces, device: torch.device, batch_size: int = 256):
+    def __init__(self, teacher: nn.Module | None, train: PairedFaces | None, device: torch.device,
+                 batch_size: int = 256, tensors: tuple[torch.Tensor, torch.Tensor] | None = None):
+        if tensors is not None:  # stored outputs (the run cache): (2, N, K) logits, (2, N, D) embeddings
+            self.logits, self.embeddings = (t.to(device) for t in tensors)
+            return
         logits, embeddings = [], []
         teacher.eval()
         with torch.no_grad():
@@ -132,7 +140,7 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
             p.requires_grad_(False)
     table = None
     if uses_teacher and ctx.teacher_outputs == "cached" and getattr(ctx.train, "deterministic_clean", False):
-        table = TeacherTable(teacher, ctx.train, device)
+        table = ctx.teacher_table() if ctx.teacher_table is not None else TeacherTable(teacher, ctx.train, device)
     ctx.train.need_clean = ctx.view == "clean" or (uses_teacher and table is None)
     ctx.train.need_occluded = ctx.view == "occluded"
 

@@ -1,11 +1,14 @@
-"""kd against finetune over several seeds, on the built-in faces, with the README's default settings.
+"""Distillers side by side over several seeds, on the built-in faces (or any data set), same settings.
 
-    python benchmarks/kd_vs_finetune.py --seeds 0 1 2 --out benchmarks/results/kd-vs-finetune
+    python benchmarks/distillers.py --seeds 0 1 2 --distillers finetune kd triplet combined \
+        --out benchmarks/results/distillers
 
-Each (seed, distiller) run keeps its config and metrics under OUT/runs/; a run already done with the
-same config is not repeated, so an interrupted benchmark continues where it stopped. OUT/summary.md and OUT/summary.json
-hold mean ± std over the seeds. Teachers and baselines are shared through the run cache, so the
-finetune runs reuse what the kd runs trained (as the protocol intends: the same teacher and baseline).
+A distiller may carry options, ``NAME:KEY=VALUE,KEY=VALUE`` (e.g. ``triplet:lambda=0.5,margin=0.2``),
+to compare settings. Each (seed, distiller) run keeps its config and metrics under OUT/runs/; a run
+already done with the same config is not repeated, so an interrupted benchmark continues where it
+stopped. OUT/summary.md and OUT/summary.json hold mean ± std over the seeds and each distiller's paired
+difference to finetune. Teachers, baselines and students are shared through the run cache (combined
+reuses the kd and triplet students), as the protocol intends: one teacher and baseline per seed.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from pathlib import Path
 import torch
 
 from occlusion_distill import __version__
-from occlusion_distill.config import RunConfig
+from occlusion_distill.config import RunConfig, parse_kv
 from occlusion_distill.engine.cache import ModelCache, default_cache_dir
 from occlusion_distill.engine.pipeline import run
 from occlusion_distill.engine.rundir import write_json, write_text
@@ -38,11 +41,13 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--distillers", nargs="+", default=["kd", "finetune"])
+    ap.add_argument("--distillers", nargs="+", default=["finetune", "kd", "triplet", "combined"])
     ap.add_argument("--task", default="expression")
     ap.add_argument("--occlusion", default="lower-half")
     ap.add_argument("--preset", default="default")
-    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/kd-vs-finetune"))
+    ap.add_argument("--dataset", default="synthfaces")
+    ap.add_argument("--dataset-arg", nargs="*", default=[], help="KEY=VALUE options of the data set")
+    ap.add_argument("--out", type=Path, default=Path("benchmarks/results/distillers"))
     args = ap.parse_args()
 
     reporter = RichReporter()
@@ -51,16 +56,20 @@ def main() -> None:
     runs.mkdir(parents=True, exist_ok=True)
     results: dict[str, list[dict]] = {d: [] for d in args.distillers}
     for seed in args.seeds:
-        for distiller in args.distillers:
-            path = runs / f"{args.task}-{args.occlusion}-{distiller}-{args.preset}-s{seed}.json"
-            cfg = RunConfig.from_options(args.preset, task=args.task, occlusion=args.occlusion,
-                                         distiller=distiller, seed=seed)
+        for spec in args.distillers:
+            distiller, _, opts = spec.partition(":")
+            distiller_args = parse_kv([o for o in opts.split(",") if o], "distiller") if opts else {}
+            tag = spec.replace(":", "-").replace(",", "-").replace("=", "")
+            path = runs / f"{args.task}-{args.occlusion}-{tag}-{args.preset}-s{seed}.json"
+            cfg = RunConfig.from_options(args.preset, task=args.task, occlusion=args.occlusion, distiller=distiller,
+                                         seed=seed, distiller_args=distiller_args, dataset=args.dataset,
+                                         dataset_args=parse_kv(args.dataset_arg, "dataset"))
             done = json.loads(path.read_text()) if path.is_file() else None
             if done is None or done.get("config") != json.loads(cfg.to_json()):
-                reporter.info(f"seed {seed}, {distiller}")
+                reporter.info(f"seed {seed}, {spec}")
                 done = {"config": cfg.to_dict(), "metrics": run(cfg, reporter, cache).metrics}
                 write_json(path, done)
-            results[distiller].append(done["metrics"])
+            results[spec].append(done["metrics"])
 
     first = next(iter(results.values()))[0]
     metric, unit = first["metric"], first.get("unit", "")
@@ -70,7 +79,7 @@ def main() -> None:
                "versions": {"occlusion_distill": __version__, "torch": torch.__version__,
                             "python": platform.python_version()},
                "device": first["device"], "cells": {}}
-    lines = [f"# `{args.task}` under `{args.occlusion}`: {' vs '.join(args.distillers)}, "
+    lines = [f"# `{args.task}` under `{args.occlusion}` on `{args.dataset}`: {', '.join(args.distillers)}, "
              f"{len(args.seeds)} seeds", "",
              f"Made by `{command}` (preset `{args.preset}`, seeds {', '.join(map(str, args.seeds))}, "
              f"device {first['device']}). Test {metric}{' in ' + unit if unit else ''}, mean ± std over seeds; "
@@ -88,12 +97,16 @@ def main() -> None:
         fmt = [f"{cell[f]['mean']:.2f} ± {cell[f]['std']:.2f}" for f in FIELDS[:-1]]
         lines.append(f"| {distiller} | " + " | ".join(fmt) + f" | {cell['gap_closed']['mean']:.1f}% ± "
                      f"{cell['gap_closed']['std']:.1f} |")
-    if "kd" in results and "finetune" in results:
-        diffs = [k["student"] - f["student"] for k, f in zip(results["kd"], results["finetune"])]
-        m, s = mean_std(diffs)
-        summary["kd_minus_finetune"] = {"mean": m, "std": s, "values": diffs}
-        lines += ["", f"Paired difference kd − finetune per seed: {', '.join(f'{d:+.2f}' for d in diffs)} "
-                      f"(mean {m:+.2f} ± {s:.2f})."]
+    if "finetune" in results:
+        summary["minus_finetune"] = {}
+        lines += ["", "Paired difference to finetune, per seed (the same teacher and baseline):", ""]
+        for spec, rows in results.items():
+            if spec == "finetune":
+                continue
+            diffs = [k["student"] - f["student"] for k, f in zip(rows, results["finetune"])]
+            m, s = mean_std(diffs)
+            summary["minus_finetune"][spec] = {"mean": m, "std": s, "values": diffs}
+            lines.append(f"- {spec} − finetune: {', '.join(f'{d:+.2f}' for d in diffs)} (mean {m:+.2f} ± {s:.2f})")
     lines += ["", "Per run:", "", f"| seed | distiller | teacher clean | teacher occluded | baseline | student | seconds |",
               "|---:|---|---:|---:|---:|---:|---:|"]
     for distiller, rows in results.items():

@@ -1,0 +1,155 @@
+"""``combined``: the paper's best student, a head on the joined embeddings of the kd and triplet students.
+
+The member students (``kd`` and ``triplet`` by default) come from the run cache when a run with the
+same teacher, data, occlusion and settings trained them, and are trained otherwise. They are frozen.
+Their embeddings of the occluded training faces are joined and standardised, and a head is fitted on top:
+multinomial logistic regression for classes, ridge regression for age. Its L2 strength is chosen
+on the occluded validation faces from a small grid. The result is evaluated like every other student.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ..errors import RunFailed, UsageError
+from ..models.network import ModelOutput
+from ..registry import distillers
+from ..tasks.base import Task
+from .base import Distiller
+
+if TYPE_CHECKING:
+    from ..engine.trainer import StageContext
+
+L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+class CombinedModel(nn.Module):
+    """Frozen member students whose joined, standardised embeddings feed one linear head."""
+
+    def __init__(self, members: Sequence[nn.Module], output_dim: int):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.embed_dim = sum(int(m.embed_dim) for m in members)
+        self.head = nn.Linear(self.embed_dim, output_dim)
+        self.register_buffer("mean", torch.zeros(self.embed_dim))
+        self.register_buffer("std", torch.ones(self.embed_dim))
+        for p in self.members.parameters():
+            p.requires_grad_(False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([m(x).embedding for m in self.members], dim=1)
+
+    def forward(self, x: torch.Tensor) -> ModelOutput:
+        joined = self.features(x)
+        return ModelOutput(self.head((joined - self.mean) / self.std), joined)
+
+    def train(self, mode: bool = True) -> "CombinedModel":
+        super().train(mode)
+        self.members.eval()  # frozen: batch-norm statistics stay those of the members
+        return self
+
+
+@distillers.register("combined")
+class Combined(Distiller):
+    """Head on the joined embeddings of the frozen kd and triplet students (logistic / ridge)."""
+
+    def __init__(self, task: Task, members: Sequence[str] | str = ("kd", "triplet")):
+        super().__init__(task)
+        if isinstance(members, str):
+            members = [m.strip() for m in members.split(",")]
+        members = list(members)
+        if len(members) < 1 or "combined" in members:
+            raise UsageError(f"combined: members must be other distillers, e.g. kd,triplet, not {members!r}")
+        self.members = members
+
+    def hparams(self) -> dict[str, Any]:
+        return {"members": self.members, "l2_grid": list(L2_GRID)}
+
+    def student_template(self, teacher: nn.Module) -> nn.Module:
+        return CombinedModel([copy.deepcopy(teacher) for _ in self.members], self.task.output_dim)
+
+    def forward(self, student: ModelOutput, targets: torch.Tensor,
+                teacher: ModelOutput | None = None) -> dict[str, torch.Tensor]:
+        raise RuntimeError("combined fits its head in train_student; it has no per-step loss")
+
+    def train_student(self, ctx: "StageContext") -> nn.Module:
+        if ctx.student_for is None:
+            raise RunFailed("combined needs the run to provide its member students (StageContext.student_for)")
+        members = [ctx.student_for(name) for name in self.members]
+        model = CombinedModel([copy.deepcopy(m) for m in members], self.task.output_dim).to(ctx.device)
+        model.eval()
+        x_train, y_train = _train_features(model, ctx)
+        x_val = _features(model, ctx.val.images, ctx.device)
+        mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
+        model.mean.copy_(mean)
+        model.std.copy_(std)
+        z_train, z_val = (x_train - mean) / std, (x_val - mean) / std
+        best = None
+        for step, l2 in enumerate(L2_GRID):
+            w, b = self._fit_head(z_train, y_train, l2)
+            val_out = (z_val @ w.T + b).numpy()
+            score = self.task.metrics(val_out, ctx.val.targets)[self.task.metric]
+            ctx.history.append({"epoch": step + 1, "l2": l2, f"val_{self.task.metric}": score})
+            better = best is None or (score > best[0] if self.task.higher_is_better else score < best[0])
+            if better:
+                best = (score, w, b)
+        with torch.no_grad():
+            model.head.weight.copy_(best[1])
+            model.head.bias.copy_(best[2])
+        return model
+
+    def _fit_head(self, z: torch.Tensor, y: torch.Tensor, l2: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.task.regression:  # ridge, closed form, on the task's standardised targets
+            t = self.task.normalise(y).reshape(-1, 1).double()
+            zc = torch.cat([z.double(), torch.ones(len(z), 1, dtype=torch.float64)], dim=1)
+            reg = l2 * len(z) * torch.eye(zc.shape[1], dtype=torch.float64)
+            reg[-1, -1] = 0.0  # no penalty on the intercept
+            sol = torch.linalg.solve(zc.T @ zc + reg, zc.T @ t)
+            return sol[:-1].T.float(), sol[-1].float()
+        # multinomial logistic regression, full batch, L-BFGS (convex: the optimum, not a schedule)
+        head = nn.Linear(z.shape[1], self.task.output_dim)
+        opt = torch.optim.LBFGS(head.parameters(), lr=1.0, max_iter=200, line_search_fn="strong_wolfe")
+        targets = y.float() if y.ndim == 2 else y.long()
+
+        def closure() -> torch.Tensor:
+            opt.zero_grad()
+            loss = F.cross_entropy(head(z), targets) + l2 * head.weight.pow(2).sum() / 2
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return head.weight.detach(), head.bias.detach()
+
+
+@torch.no_grad()
+def _features(model: CombinedModel, images: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+    out = []
+    for i in range(0, len(images), batch):
+        out.append(model.features(images[i:i + batch].to(device).contiguous(memory_format=torch.channels_last))
+                   .float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _train_features(model: CombinedModel, ctx: "StageContext") -> tuple[torch.Tensor, torch.Tensor]:
+    """The members' embeddings of the occluded training faces (one fixed occlusion and flip per face)."""
+    train = ctx.train
+    train.set_epoch(0)
+    need = (train.need_clean, train.need_occluded)
+    train.need_clean, train.need_occluded = False, True
+    try:
+        feats, targets = [], []
+        for batch in DataLoader(train, batch_size=256, shuffle=False, num_workers=ctx.num_workers):
+            x = batch["occluded"].to(ctx.device).contiguous(memory_format=torch.channels_last)
+            feats.append(model.features(x).float().cpu())
+            targets.append(batch["target"])
+    finally:
+        train.need_clean, train.need_occluded = need
+    return torch.cat(feats), torch.cat(targets)

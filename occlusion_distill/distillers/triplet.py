@@ -1,0 +1,136 @@
+"""``triplet``: distillation through embeddings (Georgescu & Ionescu, ICPR 2020).
+
+``L = task_loss(y, s) + λ · mean max(0, ‖E_s(a′) − E_t(p)‖ − ‖E_s(a′) − E_s(n′)‖ + α)``
+
+The anchor a′ is an occluded face through the student. The positive p is the clean face through the
+frozen teacher: the same face by default, or (``positive=class``) another face of the same class in
+the batch. The negative n′ is an occluded face through the student, mined from a memory bank of recent
+student embeddings (``mining.py``). The mean runs over anchors that have a valid negative; the
+paper's Σ differs from it only by the batch size, which λ absorbs. When the student's embedding size
+differs from the teacher's, a linear projection (trained with the student) maps it across. Embeddings
+are L2-normalised by default, so α is in units of the unit sphere.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..errors import UsageError
+from ..models.network import ModelOutput
+from ..registry import distillers, registry
+from ..tasks.base import Task
+from .base import Distiller
+from .mining import BankIndex, MemoryBank
+
+if TYPE_CHECKING:
+    from ..engine.trainer import StageContext
+
+
+def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float,
+                 valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over valid anchors of max(0, ‖a − p‖ − ‖a − n‖ + margin); zero when none is valid."""
+    d_ap = (anchor - positive).norm(dim=1)
+    d_an = (anchor - negative).norm(dim=1)
+    losses = F.relu(d_ap - d_an + margin)
+    if valid is None:
+        return losses.mean()
+    valid = valid.to(losses.dtype)
+    return (losses * valid).sum() / valid.sum().clamp_min(1.0)
+
+
+@distillers.register("triplet")
+class TripletKD(Distiller):
+    """Triplet KD: task loss + λ·triplet(student occluded anchor, teacher clean positive, mined negative)."""
+
+    def __init__(self, task: Task, lambda_: float = 0.1, margin: float = 0.2, normalize: bool = True,
+                 miner: str = "hard", bank_size: int = 4096, index: str = "auto", age_gap: float = 10.0,
+                 positive: str = "same"):
+        super().__init__(task)
+        if lambda_ < 0:
+            raise UsageError(f"triplet: lambda must be >= 0, not {lambda_}")
+        if margin < 0:
+            raise UsageError(f"triplet: margin must be >= 0, not {margin}")
+        if positive not in ("same", "class"):
+            raise UsageError(f"triplet: positive must be 'same' (the same face) or 'class', not {positive!r}")
+        if positive == "class" and task.regression:
+            raise UsageError("triplet: positive=class needs classes; for age use positive=same")
+        if not isinstance(bank_size, int) or bank_size < 1:
+            raise UsageError(f"triplet: bank_size must be a positive integer, not {bank_size!r}")
+        if index not in ("auto", "flat", "ivf"):
+            raise UsageError(f"triplet: index must be auto, flat or ivf, not {index!r}")
+        self.lambda_, self.margin, self.normalize = float(lambda_), float(margin), bool(normalize)
+        self.miner_name, self.bank_size, self.index_kind = miner, bank_size, index
+        self.age_gap, self.positive = float(age_gap), positive
+        self.miner = registry("miners").build(miner, regression=task.regression, age_gap=age_gap)[0]
+        self.projection: nn.Module | None = None
+        self.bank: MemoryBank | None = None
+        self.index: BankIndex | None = None
+        self._use_gpu = False
+
+    def hparams(self) -> dict[str, Any]:
+        return {"lambda": self.lambda_, "margin": self.margin, "normalize": self.normalize, "miner": self.miner_name,
+                "bank_size": self.bank_size, "index": self.index_kind, "age_gap": self.age_gap,
+                "positive": self.positive}
+
+    def prepare(self, student_dim: int, teacher_dim: int, cuda: bool = False) -> None:
+        """Before training: the projection when sizes differ, and an empty bank."""
+        self.projection = nn.Linear(student_dim, teacher_dim) if student_dim != teacher_dim else None
+        self.bank, self.index, self._use_gpu = None, None, cuda
+
+    def train_student(self, ctx: "StageContext") -> nn.Module:
+        s_dim = ctx.model.embed_dim
+        t_dim = ctx.teacher.embed_dim if ctx.teacher is not None else s_dim
+        self.prepare(s_dim, t_dim, cuda=ctx.device.type == "cuda")
+        return super().train_student(ctx)
+
+    def embed(self, student_embedding: torch.Tensor) -> torch.Tensor:
+        e = self.projection(student_embedding) if self.projection is not None else student_embedding
+        return F.normalize(e, dim=1) if self.normalize else e
+
+    def _labels(self, targets: torch.Tensor) -> np.ndarray:
+        t = targets.detach()
+        if t.ndim == 2:  # soft targets: mine by the most likely class
+            t = t.argmax(dim=1)
+        return t.float().cpu().numpy()
+
+    def forward(self, student: ModelOutput, targets: torch.Tensor,
+                teacher: ModelOutput | None = None) -> dict[str, torch.Tensor]:
+        if teacher is None:
+            raise RuntimeError("triplet needs the teacher's embeddings of the clean faces")
+        task_loss = self.task.loss(student.logits, targets)
+        anchor = self.embed(student.embedding)
+        positive = teacher.embedding.detach()
+        if self.normalize:
+            positive = F.normalize(positive, dim=1)
+        labels = self._labels(targets)
+        if self.positive == "class":
+            positive = positive[torch.as_tensor(_same_class_partner(labels), device=positive.device)]
+        if self.bank is None:
+            self.bank = MemoryBank(self.bank_size, anchor.shape[1])
+            self.index = BankIndex(self.bank, self.index_kind, use_gpu=self._use_gpu)
+        a_np = anchor.detach().float().cpu().numpy()
+        d_ap = (anchor.detach() - positive).norm(dim=1).float().cpu().numpy()
+        slots = self.miner.mine(a_np, labels, d_ap, self.bank, self.index)
+        found = slots >= 0
+        negative = torch.from_numpy(self.bank.embeddings[np.where(found, slots, 0)]).to(anchor.device, anchor.dtype)
+        valid = torch.from_numpy(found).to(anchor.device)
+        trip = triplet_loss(anchor, positive, negative, self.margin, valid)
+        self.index.update(self.bank.add(a_np, labels))
+        loss = task_loss + self.lambda_ * trip
+        return {"loss": loss, "task": task_loss.detach(), "triplet": trip.detach(),
+                "mined": torch.tensor(float(found.mean()))}
+
+
+def _same_class_partner(labels: np.ndarray) -> np.ndarray:
+    """For each face, another face of its class in the batch (itself when it is alone)."""
+    partner = np.arange(len(labels))
+    for c in np.unique(labels):
+        idx = np.flatnonzero(labels == c)
+        if len(idx) > 1:
+            partner[idx] = np.roll(idx, 1)
+    return partner

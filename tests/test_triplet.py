@@ -1,0 +1,160 @@
+"""Triplet distillation: the loss, the memory bank, FAISS search, the miners, and the combined student."""
+
+import numpy as np
+import pytest
+import torch
+
+from occlusion_distill.distillers.mining import BankIndex, MemoryBank, exact_search, valid_negatives
+from occlusion_distill.distillers.triplet import triplet_loss
+from occlusion_distill.errors import UsageError
+from occlusion_distill.registry import registry
+
+
+def test_triplet_loss_matches_a_hand_computation():
+    a = torch.tensor([[0.0, 0.0], [1.0, 0.0], [0.0, 2.0]])
+    p = torch.tensor([[3.0, 4.0], [1.0, 0.0], [0.0, 0.0]])  # distances 5, 0, 2
+    n = torch.tensor([[0.0, 1.0], [1.0, 3.0], [0.0, 2.5]])  # distances 1, 3, 0.5
+    # max(0, 5 - 1 + 0.5) = 4.5; max(0, 0 - 3 + 0.5) = 0; max(0, 2 - 0.5 + 0.5) = 2
+    assert triplet_loss(a, p, n, 0.5).item() == pytest.approx((4.5 + 0 + 2) / 3)
+    valid = torch.tensor([True, False, True])
+    assert triplet_loss(a, p, n, 0.5, valid).item() == pytest.approx((4.5 + 2) / 2)
+    assert triplet_loss(a, p, n, 0.5, torch.zeros(3, dtype=torch.bool)).item() == 0.0
+    a.requires_grad_(True)
+    triplet_loss(a, p, n, 0.5).backward()
+    assert a.grad[1].abs().sum() == 0 and a.grad[0].abs().sum() > 0  # inactive triplets give no gradient
+
+
+def test_bank_is_a_ring_buffer():
+    bank = MemoryBank(capacity=5, dim=2)
+    bank.add(np.ones((3, 2), np.float32), np.array([0, 1, 2]))
+    assert bank.size == 3 and bank.cursor == 3
+    slots = bank.add(np.full((4, 2), 2, np.float32), np.array([3, 4, 5, 6]))
+    assert slots.tolist() == [3, 4, 0, 1] and bank.size == 5
+    assert bank.labels.tolist() == [5, 6, 2, 3, 4]  # the two oldest were replaced
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_faiss_search_equals_exact_search(kind):
+    rng = np.random.default_rng(0)
+    bank = MemoryBank(capacity=2000, dim=16)
+    index = BankIndex(bank, kind=kind, nprobe=4096)  # ivf probing every list is exact too
+    for _ in range(10):  # the ring buffer turns past its capacity, the index follows
+        index.update(bank.add(rng.normal(size=(300, 16)).astype(np.float32), rng.integers(0, 5, 300)))
+    queries = rng.normal(size=(32, 16)).astype(np.float32)
+    d_f, i_f = index.search(queries, 5)
+    d_e, i_e = exact_search(bank.embeddings, queries, 5)
+    assert np.array_equal(i_f, i_e)
+    assert np.allclose(d_f, d_e, rtol=1e-4, atol=1e-4)
+
+
+def _bank_with(embeddings, labels):
+    embeddings = np.asarray(embeddings, np.float32)
+    bank = MemoryBank(capacity=len(embeddings) + 3, dim=embeddings.shape[1])
+    index = BankIndex(bank, kind="flat")
+    index.update(bank.add(np.asarray(embeddings, np.float32), np.asarray(labels, np.float32)))
+    return bank, index
+
+
+def test_hard_miner_returns_the_closest_valid_negative():
+    bank, index = _bank_with([[0.1, 0.0], [0.2, 0.0], [1.0, 0.0], [3.0, 0.0]], [0, 1, 1, 2])
+    miner = registry("miners").create("hard")
+    anchors = np.array([[0.0, 0.0], [0.0, 0.0], [2.9, 0.0]], np.float32)
+    slots = miner.mine(anchors, np.array([0, 1, 2]), np.zeros(3), bank, index)
+    # class 0: closest other-class entry is slot 1; class 1: slot 0 (class 0); class 2 at 2.9: slot 2
+    assert slots.tolist() == [1, 0, 2]
+    # nothing valid: -1
+    bank, index = _bank_with([[0.0, 0.0]], [4])
+    assert miner.mine(anchors[:1], np.array([4]), np.zeros(1), bank, index).tolist() == [-1]
+
+
+def test_miners_respect_the_age_gap_and_semi_hard_skips_easier_than_positive():
+    bank, index = _bank_with([[0.1, 0.0], [0.5, 0.0], [2.0, 0.0]], [30.0, 36.0, 50.0])
+    hard = registry("miners").create("hard", regression=True, age_gap=10.0)
+    slots = hard.mine(np.zeros((1, 2), np.float32), np.array([31.0]), np.zeros(1), bank, index)
+    assert slots.tolist() == [2]  # ages 30 and 36 are within 10 years of 31
+    bank, index = _bank_with([[0.1, 0.0], [0.5, 0.0], [2.0, 0.0]], [1, 1, 1])
+    semi = registry("miners").create("semi-hard")
+    slots = semi.mine(np.zeros((1, 2), np.float32), np.array([0]), np.array([0.3]), bank, index)
+    assert slots.tolist() == [1]  # the closest farther than the positive (0.3)
+    rand = registry("miners").create("random", seed=1)
+    picks = {int(rand.mine(np.zeros((1, 2), np.float32), np.array([0]), np.zeros(1), bank, index)[0])
+             for _ in range(30)}
+    assert picks <= {0, 1, 2} and len(picks) > 1
+    mask = valid_negatives(np.array([0, 1]), np.array([[0, 1], [0, 1]], np.float32), False, 10)
+    assert mask.tolist() == [[False, True], [True, False]]
+
+
+def test_triplet_distiller_trains_on_the_bank_and_rejects_bad_options():
+    from occlusion_distill.models.network import ModelOutput
+
+    task = registry("tasks").create("expression")
+    task.output_dim = 3
+    dist = registry("distillers").create("triplet", task=task, bank_size=64)
+    dist.prepare(student_dim=8, teacher_dim=6)
+    assert dist.projection is not None  # sizes differ: a projection, trained with the student
+    torch.manual_seed(0)
+    terms = None
+    for _ in range(4):
+        s = ModelOutput(torch.randn(16, 3, requires_grad=True), torch.randn(16, 8, requires_grad=True))
+        t = ModelOutput(torch.randn(16, 3), torch.randn(16, 6))
+        terms = dist(s, torch.randint(0, 3, (16,)), t)
+        terms["loss"].backward()
+    assert dist.bank.size == 64 and terms["mined"] > 0.9 and terms["triplet"] > 0
+    assert dist.projection.weight.grad is not None
+    for bad in (dict(miner="hardest"), dict(positive="other"), dict(bank_size=0), dict(margin=-1)):
+        with pytest.raises(Exception) as err:
+            registry("distillers").build("triplet", task=task, **bad)
+        assert isinstance(err.value, UsageError) or "miner" in str(err.value)
+
+
+SMALL = ("--dataset-arg", "n_train=192", "--dataset-arg", "n_val=64", "--dataset-arg", "n_test=96")
+
+
+def test_cached_teacher_outputs_equal_online_ones_for_triplet(tmp_path):
+    import json
+
+    from conftest import run_cli
+
+    results = {}
+    for mode in ("cached", "online"):
+        out = tmp_path / mode
+        res = run_cli("run", "--distiller", "triplet", "--preset", "smoke", "--epochs", "1", "--teacher-outputs", mode,
+                      *SMALL, "--no-cache", "--quiet", "--out", out)
+        assert res.returncode == 0, res.stderr
+        results[mode] = json.loads((out / "metrics.json").read_text())["student"]
+    assert results["cached"] == pytest.approx(results["online"], abs=1e-6)
+
+
+def test_combined_head_trains_and_scores(tmp_path, cli):
+    import json
+
+    out = tmp_path / "combined"
+    res = cli("run", "--task", "age", "--occlusion", "vr-headset", "--distiller", "combined", "--preset", "smoke",
+              "--epochs", "1", *SMALL, "--quiet", "--out", out)
+    assert res.returncode == 0, res.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert np.isfinite(metrics["student"]) and metrics["student"] < 60  # years of MAE: a real prediction
+    assert {"student:kd", "student:triplet"} <= set(metrics["reused_from_cache"])
+    import os
+    from pathlib import Path
+
+    stored = list((Path(os.environ["OCCDISTILL_CACHE"]) / "teacher-outputs").glob("*.pt"))
+    assert stored  # the teacher's outputs, computed once for both members, are kept for later runs
+    again = tmp_path / "again"  # the members and the combined student come from the run cache
+    res = cli("run", "--task", "age", "--occlusion", "vr-headset", "--distiller", "combined", "--preset", "smoke",
+              "--epochs", "1", *SMALL, "--quiet", "--out", again)
+    assert res.returncode == 0, res.stderr
+    second = json.loads((again / "metrics.json").read_text())
+    assert second["reused_from_cache"]["student"] and second["student"] == pytest.approx(metrics["student"])
+
+
+def test_bench_overhead_json_schema(tmp_path, cli):
+    import json
+
+    out = tmp_path / "overhead.json"
+    res = cli("bench", "overhead", "--faces", "256", "--bank-size", "2000", "--quiet", "--json", out)
+    assert res.returncode == 0, res.stderr
+    r = json.loads(out.read_text())
+    assert set(r["epoch_seconds"]) == {"finetune", "kd", "triplet"} and r["ratio_to_finetune"]["finetune"] == 1.0
+    assert set(r["mining_ms_per_step"]["2000"]) >= {"faiss", "torch"}
+    assert all(v > 0 for v in r["epoch_seconds"].values())
