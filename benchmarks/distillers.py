@@ -107,7 +107,7 @@ def main() -> None:
             m, s = mean_std(diffs)
             summary["minus_finetune"][spec] = {"mean": m, "std": s, "values": diffs}
             lines.append(f"- {spec} − finetune: {', '.join(f'{d:+.2f}' for d in diffs)} (mean {m:+.2f} ± {s:.2f})")
-    lines += ["", "Per run:", "", f"| seed | distiller | teacher clean | teacher occluded | baseline | student | seconds |",
+    lines += ["", "Per run:", "", "| seed | distiller | teacher clean | teacher occluded | baseline | student | seconds |",
               "|---:|---|---:|---:|---:|---:|---:|"]
     for distiller, rows in results.items():
         for seed, r in zip(args.seeds, rows):

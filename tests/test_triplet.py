@@ -158,3 +158,19 @@ def test_bench_overhead_json_schema(tmp_path, cli):
     assert set(r["epoch_seconds"]) == {"finetune", "kd", "triplet"} and r["ratio_to_finetune"]["finetune"] == 1.0
     assert set(r["mining_ms_per_step"]["2000"]) >= {"faiss", "torch"}
     assert all(v > 0 for v in r["epoch_seconds"].values())
+
+
+def test_ivf_lists_are_trained_on_the_full_bank_and_miners_widen_their_search():
+    rng = np.random.default_rng(2)
+    bank = MemoryBank(capacity=4000, dim=8)
+    index = BankIndex(bank, kind="ivf")
+    index.update(bank.add(rng.normal(size=(500, 8)).astype(np.float32), np.zeros(500)))
+    assert index.index is None  # not full yet: searched exactly
+    for _ in range(7):
+        index.update(bank.add(rng.normal(size=(500, 8)).astype(np.float32), np.zeros(500)))
+    assert index.index is not None and index.index.nlist == min(int(4 * np.sqrt(4000)), 4000 // 39)
+    # one valid negative, far from the anchor: beyond the first 64 candidates, still found
+    bank, index = _bank_with(np.concatenate([np.zeros((200, 2)), [[50.0, 0.0]]]), [0] * 200 + [1])
+    slots = registry("miners").create("hard").mine(np.zeros((1, 2), np.float32), np.array([0]), np.zeros(1), bank,
+                                                   index)
+    assert slots.tolist() == [200]

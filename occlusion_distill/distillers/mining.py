@@ -7,7 +7,7 @@ The pieces compose through constructors and are testable alone (as in pytorch-me
   without a gradient through the negative (as in cross-batch memory, Wang et al. 2020).
 - ``BankIndex``: nearest-neighbour search over the bank with FAISS. ``flat`` (exact ``IndexFlatL2``,
   updated in place as the ring buffer turns) is the default; ``ivf`` (``IndexIVFFlat``, approximate,
-  trained once on the first full bank) is for very large banks; ``auto`` picks ``ivf`` above 50k
+  trained once the bank is first full, searched exactly until then) is for very large banks; ``auto`` picks ``ivf`` above 50k
   entries. On CUDA, with a faiss built with GPU support, the flat index runs on the GPU.
 - Miners (plugins of kind ``miners``): ``hard`` (the closest valid negative), ``semi-hard`` (the closest
   valid negative farther than the positive), ``random`` (any valid negative). A negative is *valid* when
@@ -110,7 +110,7 @@ class BankIndex:
                 self._view[slots] = self.bank.embeddings[slots]
             return
         if self.index is None:
-            if self.bank.size >= min(self.bank.capacity, 39 * 4):
+            if self.bank.size == self.bank.capacity:  # train the lists on the full bank, exact search before
                 self._build_ivf()
             return
         ids = np.asarray(slots, dtype=np.int64)
@@ -173,15 +173,20 @@ class Miner:
         raise NotImplementedError
 
     def _neighbours(self, anchors, anchor_labels, bank, index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The nearest candidates and which are valid; the search widens (8x at a time, up to the whole
+        bank) while some anchor has no valid candidate among them."""
         k = min(self.candidates, bank.size) if bank.size else 1
-        if index is not None:
-            dist, slots = index.search(anchors, k)
-        else:
-            dist, slots = exact_search(bank.embeddings[:bank.size], anchors, k)
-        filled = (slots >= 0) & (slots < bank.size)
-        labels = bank.labels[np.clip(slots, 0, bank.capacity - 1)]
-        ok = filled & valid_negatives(anchor_labels, labels, self.regression, self.age_gap)
-        return dist, slots, ok
+        while True:
+            if index is not None:
+                dist, slots = index.search(anchors, k)
+            else:
+                dist, slots = exact_search(bank.embeddings[:bank.size], anchors, k)
+            filled = (slots >= 0) & (slots < bank.size)
+            labels = bank.labels[np.clip(slots, 0, bank.capacity - 1)]
+            ok = filled & valid_negatives(anchor_labels, labels, self.regression, self.age_gap)
+            if ok.any(axis=1).all() or k >= bank.capacity:
+                return dist, slots, ok
+            k = min(k * 8, bank.capacity)
 
 
 @miners.register("hard")
