@@ -61,6 +61,16 @@ def list_cmd(kind: str | None, as_json: bool) -> None:
         reporter.plugin_table(listing)
 
 
+_data_option = click.option(
+    "--data", "data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
+    help="Prepared data for --dataset (from `occdistill data prepare`).")
+
+
+def _with_data(dataset_args: dict[str, Any], data_dir: Path | None) -> dict[str, Any]:
+    """The data set options, with --data as the ``data`` option (an absolute path: it goes into cache keys)."""
+    return dataset_args if data_dir is None else {**dataset_args, "data": str(data_dir.resolve())}
+
+
 def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any]:
     from .config import parse_kv
 
@@ -81,8 +91,7 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
               help="A registered backbone or any timm model name [default: simple-cnn].")
 @click.option("--dataset", type=PluginName("datasets"), default="synthfaces", show_default=True,
               help="Data set plugin (synthfaces is built in and needs no download).")
-@click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help="Prepared data for --dataset (from `occdistill data prepare`).")
+@_data_option
 @click.option("--preset", type=click.Choice(["smoke", "default"]), default="default", show_default=True,
               help="Size of the run: smoke (< 1 min, for tests) or default (a few minutes on CPU).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
@@ -133,8 +142,7 @@ def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dat
     from .engine.rundir import RunDir, check_out_dir, write_json, write_text
     from .report import RichReporter
 
-    if data_dir is not None:
-        dataset_args = {**dataset_args, "data": str(data_dir.resolve())}
+    dataset_args = _with_data(dataset_args, data_dir)
     if weights is not None and not Path(weights).is_file():
         raise UsageError(f"--weights file not found: {weights}")
     if weights is not None and pretrained:
@@ -172,8 +180,7 @@ def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dat
 @cli.command("preview")
 @click.option("--occlusion", type=PluginName("occlusions"), required=True, help="The occlusion to show.")
 @click.option("--dataset", type=PluginName("datasets"), default="synthfaces", show_default=True)
-@click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help="Prepared data for --dataset (from `occdistill data prepare`).")
+@_data_option
 @click.option("--split", type=click.Choice(["train", "val", "test"]), default="test", show_default=True)
 @click.option("--n", "n", type=click.IntRange(1, 256), default=16, show_default=True, help="Faces to show.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Chooses the faces, their poses and the occlusions.")
@@ -200,8 +207,7 @@ def preview_cmd(occlusion: str, dataset: str, data_dir: Path | None, split: str,
     if out.suffix.lower() != ".png":
         raise UsageError(f"--out must be a .png file, not {out}")
     occ, _ = plugins("occlusions").build(occlusion, **occlusion_args)
-    if data_dir is not None:
-        dataset_args = {**dataset_args, "data": str(data_dir)}
+    dataset_args = _with_data(dataset_args, data_dir)
     faces = preview_faces(dataset, dataset_args, split=split, n=n, seed=seed, image_size=image_size,
                           channels=int(channels) if channels else None, vary=vary_pose)
     grid = preview_grid(faces, occ, seed=seed, tile=tile, columns=columns,
@@ -296,8 +302,7 @@ def bench_occlusions_cmd(json_path: Path | None, faces: int, rounds: int, calls:
 
 @bench_group.command("data")
 @click.option("--dataset", type=PluginName("datasets"), default="synthfaces", show_default=True)
-@click.option("--data", "data_dir", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
-              help="Prepared data for --dataset.")
+@_data_option
 @click.option("--dataset-arg", "dataset_args", multiple=True, callback=_kv, metavar="KEY=VALUE")
 @click.option("--task", type=PluginName("tasks"), default="expression", show_default=True)
 @click.option("--occlusion", type=PluginName("occlusions"), default="mask", show_default=True)
@@ -315,8 +320,7 @@ def bench_data_cmd(dataset: str, data_dir: Path | None, dataset_args: dict, task
     from .engine.rundir import write_json
     from .report import RichReporter
 
-    if data_dir is not None:
-        dataset_args = {**dataset_args, "data": str(data_dir)}
+    dataset_args = _with_data(dataset_args, data_dir)
     reporter = RichReporter(quiet=quiet)
     result = bench_data(dataset=dataset, dataset_args=dataset_args, task=task, occlusion=occlusion,
                         image_size=image_size, batch_size=batch_size, num_workers=num_workers, batches=batches,

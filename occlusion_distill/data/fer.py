@@ -187,10 +187,7 @@ class FERPlus(PreparedDataset):
     @staticmethod
     def read(source: Path, limit: int | None = None, progress: Callable[[int], None] | None = None
              ) -> dict[str, Any]:
-        csv_path = one_file(source, ("fer2013.csv", "fer2013.csv.gz"), "FER2013")
-        votes_path = one_file(source, ("fer2013new.csv",), "FER+")
-        skipped = SkipLog()
-        rows = read_fer2013_csv(csv_path, progress, limit, skipped)
+        csv_path, votes_path, rows, skipped = _read_source(source, limit, progress, with_votes=True)
         votes = read_ferplus_votes(votes_path, rows["usage_all"])[rows["row"]]
         return _split_rows(rows, {"votes": votes, "fer2013_emotion": rows["emotion"]}, skipped,
                            [csv_path, votes_path], classes={"expression": list(FERPLUS_CLASSES)})
@@ -209,15 +206,23 @@ class FER2013(PreparedDataset):
     @staticmethod
     def read(source: Path, limit: int | None = None, progress: Callable[[int], None] | None = None
              ) -> dict[str, Any]:
-        csv_path = one_file(source, ("fer2013.csv", "fer2013.csv.gz"), "FER2013")
-        skipped = SkipLog()
-        rows = read_fer2013_csv(csv_path, progress, limit, skipped)
+        csv_path, _, rows, skipped = _read_source(source, limit, progress)
         bad = rows["valid"] & ((rows["emotion"] < 0) | (rows["emotion"] >= len(FER2013_CLASSES)))
         for i in np.flatnonzero(bad):
             skipped.add("emotion label outside 0..6", f"line {rows['row'][i] + 2}")
         rows["valid"] &= ~bad
         return _split_rows(rows, {"expression": rows["emotion"]}, skipped, [csv_path],
                            classes={"expression": list(FER2013_CLASSES)})
+
+
+def _read_source(source: Path, limit: int | None, progress: Callable[[int], None] | None, with_votes: bool = False
+                 ) -> tuple[Path, Path | None, dict[str, np.ndarray], SkipLog]:
+    """fer2013.csv(.gz) found under ``source`` (and FER+'s vote file, both located before anything is
+    read), its rows, and the log of those left out."""
+    csv_path = one_file(source, ("fer2013.csv", "fer2013.csv.gz"), "FER2013")
+    votes_path = one_file(source, ("fer2013new.csv",), "FER+") if with_votes else None
+    skipped = SkipLog()
+    return csv_path, votes_path, read_fer2013_csv(csv_path, progress, limit, skipped), skipped
 
 
 def _split_rows(rows: dict[str, np.ndarray], labels: dict[str, np.ndarray], skipped: SkipLog, files: list[Path],

@@ -27,7 +27,7 @@ def describe(root: Path, dataset_args: dict[str, Any] | None = None) -> dict[str
     for split, n in manifest["counts"].items():
         entry: dict[str, Any] = {"stored": n}
         labels = dataset._labels(split)
-        index, used_labels = dataset._chosen(split, labels)
+        index, used_labels = dataset.choose(split, labels)
         entry["used"] = n if index is None else int(len(index))
         for label in manifest["labels"]:
             values = used_labels.get(label)

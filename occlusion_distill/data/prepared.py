@@ -108,7 +108,7 @@ class PreparedDataset(FaceDataset):
         """The options that choose faces or labels at load time (part of the cache key)."""
         return {f"n_{s}": n for s, n in self.limits.items() if n is not None}
 
-    def _chosen(self, split: str, labels: dict[str, np.ndarray]) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
+    def choose(self, split: str, labels: dict[str, np.ndarray]) -> tuple[np.ndarray | None, dict[str, np.ndarray]]:
         """``select`` (label modes), then a seeded subset of ``n_<split>`` faces (quick runs on real data)."""
         index, labels = self.select(split, labels)
         n = self.limits.get(split)
@@ -125,7 +125,7 @@ class PreparedDataset(FaceDataset):
 
     def size(self, split: str) -> int:
         self._need_data()
-        index, _ = self._chosen(split, self._labels(split))
+        index, _ = self.choose(split, self._labels(split))
         return int(self.manifest["counts"][split]) if index is None else int(len(index))
 
     def _labels(self, split: str) -> dict[str, np.ndarray]:
@@ -146,7 +146,7 @@ class PreparedDataset(FaceDataset):
             labels = self._labels(split)
         except (OSError, ValueError) as exc:
             raise DataError(f"prepared data in {root} is damaged ({exc}): prepare it again") from exc
-        index, labels = self._chosen(split, labels)
+        index, labels = self.choose(split, labels)
         if index is not None:
             images, landmarks = images[index], landmarks[index]
         if len(landmarks) == 0:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING, Any, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -170,6 +170,14 @@ class Miner:
 
     def mine(self, anchors: np.ndarray, anchor_labels: np.ndarray, positive_dist: np.ndarray, bank: MemoryBank,
              index: BankIndex | None) -> np.ndarray:
+        """One bank slot per anchor, or -1 where none is valid (always -1 while the bank is empty)."""
+        if bank.size == 0:
+            return np.full(len(anchors), -1, np.int64)
+        return self.pick(anchors, anchor_labels, positive_dist, bank, index)
+
+    def pick(self, anchors: np.ndarray, anchor_labels: np.ndarray, positive_dist: np.ndarray, bank: MemoryBank,
+             index: BankIndex | None) -> np.ndarray:
+        """What a miner plugin writes: ``mine`` for a bank that holds at least one entry."""
         raise NotImplementedError
 
     def _neighbours(self, anchors, anchor_labels, bank, index) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -193,9 +201,7 @@ class Miner:
 class HardMiner(Miner):
     """The closest valid negative (the hardest): what the paper mines with FAISS."""
 
-    def mine(self, anchors, anchor_labels, positive_dist, bank, index):
-        if bank.size == 0:
-            return np.full(len(anchors), -1, np.int64)
+    def pick(self, anchors, anchor_labels, positive_dist, bank, index):
         _, slots, ok = self._neighbours(anchors, anchor_labels, bank, index)
         return _take(slots, ok, ok.argmax(axis=1))
 
@@ -204,9 +210,7 @@ class HardMiner(Miner):
 class SemiHardMiner(Miner):
     """The closest valid negative farther than the positive (FaceNet's semi-hard); else the hardest."""
 
-    def mine(self, anchors, anchor_labels, positive_dist, bank, index):
-        if bank.size == 0:
-            return np.full(len(anchors), -1, np.int64)
+    def pick(self, anchors, anchor_labels, positive_dist, bank, index):
         dist, slots, ok = self._neighbours(anchors, anchor_labels, bank, index)
         semi = ok & (np.sqrt(np.maximum(dist, 0)) > np.asarray(positive_dist)[:, None])
         return _take(slots, ok, np.where(semi.any(axis=1), semi.argmax(axis=1), ok.argmax(axis=1)))
@@ -218,10 +222,8 @@ class RandomMiner(Miner):
 
     tries = 32
 
-    def mine(self, anchors, anchor_labels, positive_dist, bank, index):
+    def pick(self, anchors, anchor_labels, positive_dist, bank, index):
         out = np.full(len(anchors), -1, np.int64)
-        if bank.size == 0:
-            return out
         cand = self.rng.integers(0, bank.size, size=(len(anchors), self.tries))
         ok = valid_negatives(anchor_labels, bank.labels[cand], self.regression, self.age_gap)
         first = ok.argmax(axis=1)

@@ -26,7 +26,7 @@ from ..distillers.builtin import Finetune
 from ..errors import OccdistillError, PluginError, RunFailed, UsageError
 from ..models.network import FaceModel, build_model
 from ..occlusions.base import Occlusion
-from ..registry import Entry, registry
+from ..registry import registry
 from ..tasks.base import Task
 from .cache import ModelCache, file_digest
 from .trainer import (TRAINER_VERSION, EvalSet, StageContext, TeacherTable, evaluate, fit, resolve_device,
@@ -52,19 +52,15 @@ class RunResult:
     task_state: dict[str, Any] = field(default_factory=dict)
 
 
-def _build(kind: str, name: str, **kwargs: Any) -> tuple[Any, Entry]:
-    return registry(kind).build(name, **kwargs)
-
-
 def build_parts(cfg: RunConfig, cache_dir: Path | None = None) -> Parts:
     """Create every plugin of the run; bad names and bad options fail here, before any training."""
-    task, t_entry = _build("tasks", cfg.task)
-    occlusion, o_entry = _build("occlusions", cfg.occlusion, **cfg.occlusion_args)
-    distiller, d_entry = _build("distillers", cfg.distiller, task=task, **cfg.distiller_args)
+    task, t_entry = registry("tasks").build(cfg.task)
+    occlusion, o_entry = registry("occlusions").build(cfg.occlusion, **cfg.occlusion_args)
+    distiller, d_entry = registry("distillers").build(cfg.distiller, task=task, **cfg.distiller_args)
     ds_args = dict(cfg.dataset_args)
     if cfg.dataset == "synthfaces" and cache_dir is not None:
         ds_args.setdefault("cache_dir", str(cache_dir))
-    dataset, ds_entry = _build("datasets", cfg.dataset, **ds_args)
+    dataset, ds_entry = registry("datasets").build(cfg.dataset, **ds_args)
     registry("backbones").get(cfg.backbone)  # unknown backbone: fail now, with suggestions
     for obj, kind, base in ((task, "task", Task), (occlusion, "occlusion", Occlusion),
                             (distiller, "distiller", Distiller), (dataset, "dataset", FaceDataset)):
