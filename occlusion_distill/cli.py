@@ -271,7 +271,56 @@ def data_info_cmd(root: Path, dataset_args: dict, as_json: bool) -> None:
 
 @cli.group("bench")
 def bench_group() -> None:
-    """Measurements: occlusion speed and coverage (more benchmarks come with the suite)."""
+    """Benchmark suites (run, report) and measurements (occlusions, data, overhead)."""
+
+
+@bench_group.command("run")
+@click.option("--suite", "suite_name", required=True, metavar="NAME|FILE",
+              help="A suite in benchmarks/suites (smoke, quick, paper) or the path of a suite YAML file.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Results directory [default: runs/bench-NAME]; a rerun continues where it stopped.")
+@click.option("--data-root", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Where the suite's prepared data sets are (its 'data' entries are relative to this) "
+                   "[default: $OCCDISTILL_PREPARED or ./prepared].")
+@click.option("--only", multiple=True, metavar="PATTERN",
+              help="Run only cells whose id (dataset/task/occlusion/distiller) matches; repeatable, globs allowed.")
+@click.option("--check", is_flag=True, help="Check the suite (names, fields, data) and list its cells; train nothing.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Run cache for teachers and students [default: $OCCDISTILL_CACHE or ~/.cache/occlusion-distill].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, only: tuple[str, ...], check: bool,
+                  cache_dir: Path | None, quiet: bool) -> None:
+    """Run a benchmark suite: every cell x seed, resumable; then summary.md, summary.csv and plots."""
+    from .bench.suite import check_suite, load_suite, run_suite
+    from .engine.cache import ModelCache, default_cache_dir
+    from .report import RichReporter
+
+    if data_root is None:
+        data_root = Path(os.environ.get("OCCDISTILL_PREPARED", "prepared"))
+    suite = load_suite(suite_name, data_root.resolve())
+    reporter = RichReporter(quiet=quiet)
+    if check:
+        configs = check_suite(suite, reporter)
+        reporter.suite_cells(suite, len(configs))
+        return
+    out = out or Path("runs") / f"bench-{suite.name}"
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a directory")
+    command = "occdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    result = run_suite(suite, out, reporter, ModelCache(cache_dir or default_cache_dir()), only=only, command=command)
+    reporter.info(f"{result['ran']} runs done, {result['skipped']} already there; summary -> {out / 'summary.md'}")
+
+
+@bench_group.command("report")
+@click.argument("directory", type=click.Path(path_type=Path, exists=True, file_okay=False))
+def bench_report_cmd(directory: Path) -> None:
+    """Rebuild summary.md, summary.csv and plots/ of a suite directory from its results.jsonl."""
+    from .bench.summary import write_report
+    from .report import RichReporter
+
+    result = write_report(directory)
+    RichReporter().info(f"{result['cells']} cells from {result['runs']} runs -> {directory / 'summary.md'}, "
+                        f"summary.csv, plots/")
 
 
 @bench_group.command("occlusions")

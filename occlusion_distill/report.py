@@ -7,7 +7,8 @@ and tests (silent).
 from __future__ import annotations
 
 import sys
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn,
@@ -39,11 +40,16 @@ class NullReporter:
     def warn(self, message: str) -> None:
         pass
 
+    @contextmanager
+    def suite(self, total: int, completed: int = 0) -> Iterator[_NullBar]:
+        yield _NullBar()
+
 
 class _Bar:
-    def __init__(self, progress: Progress, name: str, total: int):
+    def __init__(self, progress: Progress, name: str, total: int, shared: bool = False, completed: int = 0):
         self.progress = progress
-        self.task = progress.add_task(name, total=total, note="")
+        self.shared = shared  # a row of the suite's display: removed when done, the display stays
+        self.task = progress.add_task(name, total=total, note="", completed=completed)
 
     def advance(self, n: int = 1) -> None:
         self.progress.advance(self.task, n)
@@ -52,7 +58,10 @@ class _Bar:
         self.progress.update(self.task, note=text)
 
     def close(self) -> None:
-        self.progress.stop()
+        if self.shared:
+            self.progress.remove_task(self.task)
+        else:
+            self.progress.stop()
 
 
 class RichReporter:
@@ -62,16 +71,36 @@ class RichReporter:
         self.err = Console(stderr=True, highlight=False)
         self.out = Console(highlight=False)
         self.quiet = quiet
+        self._suite: Progress | None = None
+
+    def _progress(self, transient: bool = False) -> Progress:
+        return Progress(SpinnerColumn(), TextColumn("[bold]{task.description:<8}"), BarColumn(bar_width=18),
+                        MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
+                        TextColumn("{task.fields[note]}"), console=self.err, transient=transient)
 
     def stage(self, name: str, total: int) -> _Bar | _NullBar:
         if self.quiet:
             return _NullBar()
-        progress = Progress(SpinnerColumn(), TextColumn("[bold]{task.description:<8}"), BarColumn(bar_width=18),
-                            MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn(),
-                            TextColumn("{task.fields[note]}"),
-                            console=self.err, transient=False, disable=False)
+        if self._suite is not None:  # one live display: the stage is a row under the suite's bar
+            return _Bar(self._suite, name, total, shared=True)
+        progress = self._progress()
         progress.start()
         return _Bar(progress, name, total)
+
+    @contextmanager
+    def suite(self, total: int, completed: int = 0) -> Iterator[_Bar | _NullBar]:
+        """A bar for the whole suite (runs done of all), with each run's stage bars below it."""
+        if self.quiet:
+            yield _NullBar()
+            return
+        progress = self._progress()
+        progress.start()
+        self._suite = progress
+        try:
+            yield _Bar(progress, "suite", total, shared=True, completed=completed)
+        finally:
+            self._suite = None
+            progress.stop()
 
     def info(self, message: str) -> None:
         if not self.quiet:
@@ -223,3 +252,15 @@ class RichReporter:
 
     def print_json(self, text: str) -> None:
         sys.stdout.write(text + "\n")
+
+    def suite_cells(self, suite: Any, runs: int) -> None:
+        """``bench run --check``: the cells a suite would run."""
+        table = Table(title=f"suite {suite.name} ({suite.path}): {len(suite.cells)} cells x {len(suite.seeds)} seeds "
+                            f"= {runs} runs; all checked", title_justify="left")
+        for col in ("cell", "backbone", "px", "epochs (teacher/student)", "data"):
+            table.add_column(col)
+        for cell in suite.cells:
+            cfg = cell.config(suite.seeds[0], suite.preset)
+            table.add_row(cell.id, cfg.backbone, str(cfg.image_size), f"{cfg.teacher_epochs}/{cfg.student_epochs}",
+                          str(cfg.dataset_args.get("data", "built-in")))
+        self.out.print(table)

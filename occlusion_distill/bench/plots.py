@@ -1,0 +1,115 @@
+"""The suite's figures: per task, scores with error bars; for the whole suite, a heatmap of the gap closed.
+
+Figures are built without pyplot (no global backend, no GUI), as in ``engine.artifacts``.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .summary import CellStats
+
+# teacher in blues, the baseline in orange, distillers in greens and purples: same colours in every plot
+COLOURS = {"teacher_clean": "#2f5d9b", "teacher_occluded": "#9db4d6", "finetune": "#dd8452"}
+DISTILLER_COLOURS = ["#55a868", "#8172b3", "#c44e52", "#64b5cd", "#937860", "#da8bc3"]
+
+
+def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list["CellStats"]]) -> None:
+    from matplotlib.figure import Figure
+
+    from .summary import DATASET_NAMES, metric_label
+
+    occlusions = list(by_occlusion)
+    first = by_occlusion[occlusions[0]]
+    series = [("teacher, clean faces", "teacher_clean", None), ("teacher, occluded", "teacher_occluded", None)]
+    series += [(c.label if c.distiller != "finetune" else "finetune (baseline)", "student", c.label) for c in first]
+    width = 0.8 / len(series)
+    fig = Figure(figsize=(max(6.5, 1.9 * len(occlusions) + 2.5), 4.2), dpi=120)
+    ax = fig.subplots()
+    k = 0
+    low, high = math.inf, -math.inf
+    for i, (name, score, label) in enumerate(series):
+        means, stds = [], []
+        for occ in occlusions:
+            group = by_occlusion[occ]
+            cell = group[0] if label is None else next((c for c in group if c.label == label), None)
+            m, s = cell.stat(score) if cell is not None else (math.nan, math.nan)
+            means.append(m)
+            stds.append(s)
+            if not math.isnan(m):
+                low, high = min(low, m - s), max(high, m + s)
+        if label is None:
+            colour = COLOURS[score]
+        elif label == "finetune" or name.startswith("finetune"):
+            colour = COLOURS["finetune"]
+        else:
+            colour = DISTILLER_COLOURS[k % len(DISTILLER_COLOURS)]
+            k += 1
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(occlusions))]
+        ax.bar(xs, means, width * 0.92, yerr=stds, capsize=2.5, color=colour, label=name,
+               error_kw={"elinewidth": 1, "ecolor": "#333333"})
+    # a zoomed axis: the differences that matter are a few points on top of a large common base
+    span = max(high - low, 1e-6)
+    ax.set_ylim(max(0.0, low - 0.15 * span) if first[0].higher_is_better else 0.0, high + 0.12 * span)
+    ax.set_xticks(range(len(occlusions)), occlusions)
+    ax.set_xlabel("occlusion (student and scores on occluded test faces)")
+    ax.set_ylabel(f"test {metric_label(first[0])}", fontsize=9)
+    seeds = len(first[0].seeds)
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} · {task}: mean ± std over {seeds} seed{'s' * (seeds != 1)}"
+                 + ("  (axis does not start at 0)" if ax.get_ylim()[0] > 0 else ""), fontsize=10)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    ax.legend(fontsize=8, ncol=min(3, len(series)), loc="upper center", bbox_to_anchor=(0.5, -0.16), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, format="png")
+
+
+def gap_heatmap(path: Path, cells: list["CellStats"]) -> None:
+    """Rows: data set · task · occlusion; columns: distillers; colour: gap closed (%), ▲/▼ significant."""
+    import numpy as np
+    from matplotlib.colors import TwoSlopeNorm
+    from matplotlib.figure import Figure
+
+    from .summary import DATASET_NAMES
+
+    distilled = [c for c in cells if c.distiller != "finetune"]
+    labels = list(dict.fromkeys(c.label for c in distilled))
+    groups = list(dict.fromkeys(c.group for c in distilled))
+    fig = Figure(figsize=(2.0 + 1.5 * max(1, len(labels)), 1.2 + 0.48 * max(1, len(groups))), dpi=120)
+    ax = fig.subplots()
+    if not distilled:
+        ax.text(0.5, 0.5, "no distilled cells", ha="center", va="center")
+        ax.set_axis_off()
+        fig.savefig(path, format="png")
+        return
+    grid = np.full((len(groups), len(labels)), np.nan)
+    text = [["" for _ in labels] for _ in groups]
+    for c in distilled:
+        i, j = groups.index(c.group), labels.index(c.label)
+        m, s = c.stat("gap_closed")
+        grid[i, j] = m
+        if not math.isnan(m):
+            mark = (" ▲" if c.better else " ▼") if c.significant else ""
+            text[i][j] = f"{m:.0f}% ± {s:.0f}{mark}"
+        else:
+            text[i][j] = "no gap"
+    finite = grid[np.isfinite(grid)]
+    bound = max(10.0, float(np.abs(finite).max())) if finite.size else 10.0
+    image = ax.imshow(np.ma.masked_invalid(grid), cmap="RdBu", norm=TwoSlopeNorm(0.0, -bound, bound), aspect="auto")
+    for i in range(len(groups)):
+        for j in range(len(labels)):
+            v = grid[i, j]
+            dark = not math.isnan(v) and abs(v) > 0.6 * bound
+            ax.text(j, i, text[i][j], ha="center", va="center", fontsize=8, color="white" if dark else "black")
+    ax.set_xticks(range(len(labels)), labels)
+    ax.set_yticks(range(len(groups)), [f"{DATASET_NAMES.get(d, d)} · {t} · {o}" for d, t, o in groups], fontsize=8)
+    ax.xaxis.tick_top()
+    cbar = fig.colorbar(image, ax=ax, fraction=0.05, pad=0.02)
+    cbar.set_label("gap closed (%)", fontsize=8)
+    ax.set_title("share of the finetune → clean-teacher gap closed (mean ± std over seeds; ▲▼ p < 0.05)",
+                 fontsize=9, pad=22)
+    fig.tight_layout()
+    fig.savefig(path, format="png")

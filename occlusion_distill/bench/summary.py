@@ -1,0 +1,265 @@
+"""A suite's results, from ``results.jsonl`` alone: summary.md, summary.csv and plots.
+
+``occdistill bench report DIR`` calls ``write_report`` on a finished (or half-finished) suite directory;
+``bench run`` calls it after the last cell.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import UsageError
+from .stats import mean_std, paired_t
+from .suite import RESULTS, read_results
+
+SUITE_META = "suite.json"
+SCORES = ("teacher_clean", "teacher_occluded", "baseline", "student")
+ALPHA = 0.05
+DATASET_NAMES = {"ferplus": "FER+", "fer2013": "FER2013", "utkface": "UTKFace", "affectnet": "AffectNet",
+                 "synthfaces": "built-in faces"}
+
+
+@dataclass
+class CellStats:
+    """One cell over its seeds."""
+
+    dataset: str
+    task: str
+    occlusion: str
+    label: str
+    distiller: str
+    metric: str
+    unit: str
+    higher_is_better: bool
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> results line
+    vs_finetune: dict[str, Any] | None = None
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return self.dataset, self.task, self.occlusion
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.rows)
+
+    def values(self, name: str) -> list[float]:
+        scale = 100.0 if name == "gap_closed" else 1.0
+        return [self.rows[s][name] * scale for s in self.seeds if self.rows[s].get(name) is not None]
+
+    def stat(self, name: str) -> tuple[float, float]:
+        return mean_std(self.values(name))
+
+    @property
+    def significant(self) -> bool:
+        p = (self.vs_finetune or {}).get("p")
+        return p is not None and p < ALPHA
+
+    @property
+    def better(self) -> bool:
+        diff = (self.vs_finetune or {}).get("mean") or 0.0
+        return diff > 0 if self.higher_is_better else diff < 0
+
+
+def collect(rows: list[dict[str, Any]]) -> list[CellStats]:
+    """Cells in the order they first appear; the last line of a (cell, seed) counts."""
+    cells: dict[str, CellStats] = {}
+    for r in rows:
+        c = cells.get(r["cell"])
+        if c is None:
+            c = cells[r["cell"]] = CellStats(r["dataset"], r["task"], r["occlusion"], r.get("label") or r["distiller"],
+                                             r["distiller"], r["metric"], r.get("unit") or "", bool(r["higher_is_better"]))
+        c.rows[int(r["seed"])] = r
+    out = list(cells.values())
+    for c in out:
+        base = next((b for b in out if b.group == c.group and b.distiller == "finetune"), None)
+        if base is None:
+            continue
+        seeds = [s for s in c.seeds if s in base.rows]
+        c.vs_finetune = {**paired_t([c.rows[s]["student"] - base.rows[s]["student"] for s in seeds]),
+                         "seeds": seeds}
+    return out
+
+
+def _fmt(m: float, s: float, digits: int = 2) -> str:
+    return "–" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _gap_text(c: CellStats) -> str:
+    m, s = c.stat("gap_closed")
+    return "–" if math.isnan(m) else f"{m:.1f}% ± {s:.1f}"
+
+
+def _diff_text(c: CellStats) -> str:
+    v = c.vs_finetune
+    if not v or c.distiller == "finetune":
+        return ""
+    p = "" if v["p"] is None else f", p = {v['p']:.3f}"
+    mark = (" **▲**" if c.better else " **▼**") if c.significant else ""
+    return f"{v['mean']:+.2f}{p}{mark}"
+
+
+def metric_label(c: CellStats) -> str:
+    return f"{c.metric}" + (f" ({c.unit})" if c.unit else "") + (", higher is better" if c.higher_is_better
+                                                                  else ", lower is better")
+
+
+def _groups(cells: list[CellStats]) -> dict[tuple[str, str], dict[str, list[CellStats]]]:
+    """(data set, task) -> occlusion -> cells, in suite order."""
+    out: dict[tuple[str, str], dict[str, list[CellStats]]] = {}
+    for c in cells:
+        out.setdefault((c.dataset, c.task), {}).setdefault(c.occlusion, []).append(c)
+    return out
+
+
+def _setup_line(rows: list[dict[str, Any]], dataset: str, task: str) -> str:
+    cfg = next(r["config"] for r in rows if r["dataset"] == dataset and r["task"] == task)
+    n_train = next(r.get("n_train") for r in rows if r["dataset"] == dataset and r["task"] == task)
+    n_test = next(r.get("n_test") for r in rows if r["dataset"] == dataset and r["task"] == task)
+    start = "pretrained" if cfg.get("pretrained") else ("--weights" if cfg.get("weights") else "from scratch")
+    return (f"`{cfg['backbone']}` ({start}), {cfg['image_size']} px, {'grey' if cfg.get('channels') == 1 else 'native channels'}"
+            f", teacher {cfg['teacher_epochs']} epochs, students {cfg['student_epochs']} epochs, batch "
+            f"{cfg['batch_size']}; {n_train:,} training and {n_test:,} test faces")
+
+
+def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
+    seeds = sorted({s for c in cells for s in c.seeds})
+    devices = sorted({r.get("device_name") or r.get("device", "?") for r in rows})
+    commits = sorted({r.get("git_commit") or "unknown" for r in rows})
+    hours = sum(r.get("wall_seconds", 0.0) for r in rows) / 3600
+    lines = [f"# Benchmark suite `{meta.get('name', '?')}`", ""]
+    if meta.get("description"):
+        lines += [meta["description"], ""]
+    if meta.get("command"):
+        lines += [f"Made by `{meta['command']}`; rebuilt from `{RESULTS}` by `occdistill bench report DIR`.", ""]
+    lines += [f"{len(rows)} runs ({len(cells)} cells, seeds {', '.join(map(str, seeds))}) in {hours:.1f} h of wall "
+              f"time on {'; '.join(devices)}; occlusion-distill commit(s) {', '.join(c[:12] for c in commits)}.",
+              "", "Every score is on the test faces, mean ± std over seeds. Each seed has its own teacher and "
+              "baseline (the teacher fine-tuned on occluded faces, `finetune`), shared by that seed's "
+              "distillers. **Gap closed** = (student − finetune) / (teacher on clean faces − finetune), per seed "
+              "then averaged. **Δ** = the distiller's student minus `finetune`, paired by seed, with a paired "
+              f"t-test; ▲ / ▼ mark p < {ALPHA} (better / worse than `finetune`).", ""]
+    for (dataset, task), by_occ in _groups(cells).items():
+        first = next(iter(by_occ.values()))[0]
+        labels = [c.label for c in next(iter(by_occ.values()))]
+        lines += [f"## {DATASET_NAMES.get(dataset, dataset)} · {task}: {metric_label(first)}", "",
+                  _setup_line(rows, dataset, task) + ".", "",
+                  "| occlusion | teacher, clean faces | teacher, occluded | " + " | ".join(labels) + " |",
+                  "|---|" + "---:|" * (2 + len(labels))]
+        for occ, group in by_occ.items():
+            ref = group[0]
+            students = []
+            for c in group:
+                text = _fmt(*c.stat("student"))
+                if c.significant:
+                    text += " ▲" if c.better else " ▼"
+                students.append(text)
+            lines.append(f"| {occ} | {_fmt(*ref.stat('teacher_clean'))} | {_fmt(*ref.stat('teacher_occluded'))} | "
+                         + " | ".join(students) + " |")
+        distilled = [c for c in next(iter(by_occ.values())) if c.distiller != "finetune"]
+        if distilled:
+            lines += ["", "Gap closed, and Δ against `finetune` (paired by seed):", "",
+                      "| occlusion | " + " | ".join(c.label for c in distilled) + " |",
+                      "|---|" + "---:|" * len(distilled)]
+            for occ, group in by_occ.items():
+                cols = [f"{_gap_text(c)} (Δ {_diff_text(c)})" for c in group if c.distiller != "finetune"]
+                lines.append(f"| {occ} | " + " | ".join(cols) + " |")
+        lines += ["", f"![{dataset} {task}](plots/{dataset}-{task}.png)", ""]
+    lines += ["## Gap closed at a glance", "", "![gap closed](plots/gap-closed.png)", ""]
+    lines += reference_section(cells, meta.get("references") or [])
+    short = [c for c in cells if len(c.seeds) < len(seeds)]
+    if short:
+        lines += ["## Incomplete cells", "", "These cells have fewer seeds than the others (the suite is still "
+                  "running or was filtered with --only): " + ", ".join(f"`{c.dataset}/{c.task}/{c.occlusion}/"
+                                                                       f"{c.label}` ({len(c.seeds)})" for c in short), ""]
+    return "\n".join(lines)
+
+
+def reference_section(cells: list[CellStats], references: list[dict[str, Any]]) -> list[str]:
+    """Published figures beside the matching cells (the suite file's ``references``)."""
+    lines: list[str] = []
+    for ref in references:
+        group = [c for c in cells if c.group == (ref["dataset"], ref["task"], ref["occlusion"])]
+        if not group:
+            continue
+        base = next((c for c in group if c.distiller == "finetune"), group[0])
+        paper = ref["values"]
+        t_ref = paper.get("teacher_clean")
+        b_ref = paper.get("finetune")
+        lines += [f"## Beside the paper: {DATASET_NAMES.get(ref['dataset'], ref['dataset'])} · {ref['task']}, "
+                  f"`{ref['occlusion']}`", "",
+                  f"Paper: {ref['source']}" + (f" ({ref['setting']})" if ref.get("setting") else "") + ".", "",
+                  "| model | paper | gap closed (paper) | ours, mean ± std | gap closed (ours) |",
+                  "|---|---:|---:|---:|---:|"]
+        ours = {"teacher_clean": base.stat("teacher_clean"), "teacher_occluded": base.stat("teacher_occluded"),
+                **{c.label: c.stat("student") for c in group}}
+        gaps = {c.label: _gap_text(c) for c in group if c.distiller != "finetune"}
+        names = {"teacher_clean": "teacher, clean faces", "teacher_occluded": "teacher, occluded faces"}
+        for key in dict.fromkeys([*paper, *ours]):
+            p = paper.get(key)
+            p_gap = ""
+            if p is not None and t_ref is not None and b_ref is not None and key not in names and key != "finetune":
+                p_gap = f"{100 * (p - b_ref) / (t_ref - b_ref):.1f}%"
+            o = ours.get(key)
+            lines.append(f"| {names.get(key, key)} | {'–' if p is None else f'{p:.2f}'} | {p_gap} | "
+                         f"{'–' if o is None else _fmt(*o)} | {gaps.get(key, '')} |")
+        if ref.get("note"):
+            lines += ["", str(ref["note"]).strip()]
+        lines.append("")
+    return lines
+
+
+CSV_FIELDS = ["dataset", "task", "occlusion", "distiller", "label", "metric", "unit", "higher_is_better", "n_seeds",
+              "seeds", *[f"{s}_{x}" for s in (*SCORES, "gap_closed_pct") for x in ("mean", "std")],
+              "diff_vs_finetune_mean", "diff_vs_finetune_std", "t", "p", "significant"]
+
+
+def csv_text(cells: list[CellStats]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    for c in cells:
+        row: dict[str, Any] = {"dataset": c.dataset, "task": c.task, "occlusion": c.occlusion,
+                               "distiller": c.distiller, "label": c.label, "metric": c.metric, "unit": c.unit,
+                               "higher_is_better": c.higher_is_better, "n_seeds": len(c.seeds),
+                               "seeds": " ".join(map(str, c.seeds))}
+        for s in (*SCORES, "gap_closed"):
+            m, sd = c.stat(s)
+            name = "gap_closed_pct" if s == "gap_closed" else s
+            row[f"{name}_mean"] = "" if math.isnan(m) else round(m, 4)
+            row[f"{name}_std"] = "" if math.isnan(sd) else round(sd, 4)
+        v = c.vs_finetune or {}
+        if c.distiller != "finetune" and v:
+            row.update(diff_vs_finetune_mean=round(v["mean"], 4), diff_vs_finetune_std=round(v["std"], 4),
+                       t="" if v["t"] is None else round(v["t"], 4), p="" if v["p"] is None else round(v["p"], 5),
+                       significant=c.significant)
+        writer.writerow(row)
+    return buf.getvalue()
+
+
+def write_report(out: Path, suite: Any = None) -> dict[str, Any]:
+    """summary.md, summary.csv and plots/ from ``out/results.jsonl`` (and ``out/suite.json`` when present)."""
+    from ..engine.rundir import atomic_write, write_text
+    from .plots import bar_chart, gap_heatmap
+
+    out = Path(out)
+    rows = read_results(out)
+    if not rows:
+        raise UsageError(f"{out / RESULTS} holds no results: run `occdistill bench run --suite NAME --out {out}` first")
+    meta_path = out / SUITE_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    cells = collect(rows)
+    # plots first: the markdown links to them
+    plot_dir = out / "plots"
+    for (dataset, task), by_occ in _groups(cells).items():
+        atomic_write(plot_dir / f"{dataset}-{task}.png",
+                     lambda tmp, d=dataset, t=task, g=by_occ: bar_chart(tmp, d, t, g))
+    atomic_write(plot_dir / "gap-closed.png", lambda tmp: gap_heatmap(tmp, cells))
+    write_text(out / "summary.csv", csv_text(cells))
+    write_text(out / "summary.md", markdown(cells, rows, meta) + "\n")
+    return {"cells": len(cells), "runs": len(rows), "significant": sum(c.significant for c in cells)}
