@@ -158,7 +158,8 @@ def _settings(raw: Any, where: str) -> dict[str, Any]:
     bad = sorted(k for k in settings if k not in _FIELDS or k in MATRIX_FIELDS or k == "preset")
     if bad:
         why = [f"'{k}' is set by the suite's matrix" if k in MATRIX_FIELDS or k == "preset"
-               else f"'{k}' is not a run option" for k in bad]
+               else f"'{k}' is not a run option (run options: {', '.join(sorted(_FIELDS - set(MATRIX_FIELDS)))})"
+               for k in bad]
         raise SuiteError(f"{where}: settings: {'; '.join(why)}")
     return settings
 
@@ -272,7 +273,7 @@ def check_suite(suite: Suite, reporter: Any = None) -> dict[str, RunConfig]:
     checked: dict[str, str] = {}
     kinds = (("dataset", "datasets"), ("task", "tasks"), ("occlusion", "occlusions"), ("distiller", "distillers"))
     for cell in suite.cells:
-        here = f"suite {suite.path.name}: cell {cell.id} ({cell.where.split(': ', 1)[-1]})"
+        here = f"suite {suite.path.name}: cell {cell.id} ({cell.where.split(': ', 1)[-1].split(' (')[0]})"
         for fld, kind in kinds:
             try:
                 registry(kind).get(getattr(cell, fld) if fld != "distiller" else cell.distiller.name)
@@ -390,12 +391,19 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
     if only and not todo:
         raise SuiteError(f"--only {' '.join(only)} matches no cell of suite {suite.name}; cells: "
                          + ", ".join(sorted({c.id for c in suite.cells})[:8]) + " ...")
+    from .summary import SUITE_META
+
+    meta = out / SUITE_META
+    if meta.is_file():
+        other = json.loads(meta.read_text()).get("name")
+        if other != suite.name:
+            raise SuiteError(f"--out {out} holds the results of suite '{other}', not '{suite.name}'; choose another --out")
     out.mkdir(parents=True, exist_ok=True)
     write_meta(suite, out, command)
     rows = read_results(out)
     done = {(r["cell"], r["seed"]): r.get("config_digest") for r in rows}
     pending = [(c, s) for c, s in todo if done.get((c.id, s)) != config_digest(configs[f"{c.id}#{s}"])]
-    commit = git_commit(suite.path.resolve())
+    commit = git_commit(Path(__file__).resolve().parent)  # the code that runs, not the suite file's checkout
     skipped = len(todo) - len(pending)
     reporter.info(f"suite {suite.name}: {len(todo)} runs ({len(suite.cells)} cells x {len(suite.seeds)} seeds"
                   + (", filtered by --only" if only else "") + f"); {skipped} already in {out / RESULTS}, "

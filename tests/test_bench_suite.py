@@ -1,0 +1,220 @@
+"""Benchmark suites: the smoke suite end to end, resuming after a kill, bad suite files, the statistics."""
+
+import csv
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from occlusion_distill.bench.stats import paired_t, t_two_sided_p
+from occlusion_distill.bench.suite import load_suite
+from occlusion_distill.bench.summary import collect, csv_text, markdown
+
+from conftest import ROOT, run_cli
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The committed smoke suite, run once through the command line as CI runs it."""
+    base = tmp_path_factory.mktemp("smoke")
+    out, cache = base / "out", base / "cache"
+    res = run_cli("bench", "run", "--suite", "smoke", "--out", out, "--cache-dir", cache, "--quiet", cwd=ROOT,
+                  timeout=900)
+    assert res.returncode == 0, res.stderr
+    return out, cache, res
+
+
+def test_smoke_suite_summary_has_every_cell(smoke):
+    out, _, _ = smoke
+    suite = load_suite(str(ROOT / "benchmarks" / "suites" / "smoke.yaml"))
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(rows) == len(suite.cells) * len(suite.seeds)
+    assert {(r["cell"], r["seed"]) for r in rows} == {(c.id, s) for c in suite.cells for s in suite.seeds}
+    for r in rows:  # provenance on every line
+        assert r["versions"]["torch"] and r["device"] == "cpu" and r["wall_seconds"] > 0
+        assert r["config"]["seed"] == r["seed"] and "git_commit" in r
+    table = list(csv.DictReader(open(out / "summary.csv")))
+    assert {(r["dataset"], r["task"], r["occlusion"], r["label"]) for r in table} == \
+        {(c.dataset, c.task, c.occlusion, c.distiller.tag) for c in suite.cells}
+    assert all(int(r["n_seeds"]) == len(suite.seeds) for r in table)
+    for r in table:
+        if r["distiller"] != "finetune":
+            assert r["p"] == "" or 0.0 <= float(r["p"]) <= 1.0
+    md = (out / "summary.md").read_text()
+    for c in suite.cells:
+        assert f"| {c.occlusion} |" in md and f" {c.distiller.tag} |" in md
+    assert "Incomplete cells" not in md
+    plots = sorted(p.name for p in (out / "plots").iterdir())
+    assert plots == ["gap-closed.png", "synthfaces-age.png", "synthfaces-expression.png"]
+    assert all((out / "plots" / p).read_bytes()[:8] == PNG for p in plots)
+
+
+def test_rerun_skips_finished_cells_and_report_rebuilds(smoke, tmp_path):
+    out, cache, _ = smoke
+    before = (out / "results.jsonl").read_bytes()
+    res = run_cli("bench", "run", "--suite", "smoke", "--out", out, "--cache-dir", cache, cwd=ROOT)
+    assert res.returncode == 0, res.stderr
+    assert "32 already in" in res.stderr and "0 to run" in res.stderr
+    assert (out / "results.jsonl").read_bytes() == before
+    csv_before = (out / "summary.csv").read_text()
+    (out / "summary.csv").unlink()
+    for p in (out / "plots").iterdir():
+        p.unlink()
+    res = run_cli("bench", "report", out)
+    assert res.returncode == 0, res.stderr
+    assert (out / "summary.csv").read_text() == csv_before
+    assert len(list((out / "plots").iterdir())) == 3
+
+
+def _tiny_suite(path: Path) -> Path:
+    path.write_text("name: tiny\npreset: smoke\nseeds: [0, 1]\ndistillers: [finetune, kd]\n"
+                    "experiments:\n  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n")
+    return path
+
+
+def test_killed_suite_resumes_without_recomputing(tmp_path):
+    """SIGKILL while a later cell trains; the rerun keeps the finished lines as they were and runs the rest."""
+    suite = _tiny_suite(tmp_path / "tiny.yaml")
+    out, cache = tmp_path / "out", tmp_path / "cache"
+    cmd = [sys.executable, "-m", "occlusion_distill", "bench", "run", "--suite", suite, "--out", out,
+           "--cache-dir", cache, "--quiet"]
+    proc = subprocess.Popen(list(map(str, cmd)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    results = out / "results.jsonl"
+    deadline = time.time() + 300
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if results.is_file() and results.read_text().count("\n") >= 1:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the suite finished before it could be killed"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    finished = results.read_text().splitlines()
+    assert 1 <= len(finished) < 4
+    res = run_cli("bench", "run", "--suite", suite, "--out", out, "--cache-dir", cache, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert f"{len(finished)} already in" in res.stderr and f"{4 - len(finished)} to run" in res.stderr
+    after = results.read_text().splitlines()
+    assert len(after) == 4 and after[:len(finished)] == finished  # same lines: same timestamps, same scores
+    assert (out / "summary.md").is_file()
+
+
+BAD = {
+    "unknown-occlusion": ("seeds: [0]\ndistillers: [kd]\nexperiments:\n  - dataset: synthfaces\n    tasks: [expression]\n"
+                          "    occlusions: [mask, sunglassez]\n",
+                          ["cell synthfaces/expression/sunglassez/kd", "field 'occlusion'", "unknown occlusion"]),
+    "unknown-distiller": ("seeds: [0]\ndistillers: [finetune, kdd]\nexperiments:\n  - dataset: synthfaces\n"
+                          "    tasks: [expression]\n    occlusions: [mask]\n",
+                          ["cell synthfaces/expression/mask/kdd", "field 'distiller'"]),
+    "missing-field": ("seeds: [0]\ndistillers: [kd]\nexperiments:\n  - dataset: synthfaces\n    tasks: [expression]\n",
+                      ["experiments[0] (synthfaces)", "missing field 'occlusions'"]),
+    "missing-seeds": ("distillers: [kd]\nexperiments:\n  - dataset: synthfaces\n    tasks: [age]\n    occlusions: [mask]\n",
+                      ["missing field 'seeds'"]),
+    "not-prepared": ("seeds: [0]\ndistillers: [kd]\nexperiments:\n  - dataset: ferplus\n    data: nowhere/ferplus\n"
+                     "    tasks: [expression]\n    occlusions: [mask]\n",
+                     ["cell ferplus/expression/mask/kd", "field 'data'", "not prepared"]),
+    "bad-option": ("seeds: [0]\ndistillers: [{name: triplet, args: {margn: 0.2}}]\nexperiments:\n"
+                   "  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n",
+                   ["cell synthfaces/expression/mask/triplet", "field 'distiller'", "margn"]),
+    "bad-setting": ("seeds: [0]\ndistillers: [kd]\nsettings: {epochs: 3}\nexperiments:\n  - dataset: synthfaces\n"
+                    "    tasks: [expression]\n    occlusions: [mask]\n", ["settings", "'epochs' is not a run option"]),
+    "wrong-labels": ("seeds: [0]\ndistillers: [kd]\nexperiments:\n  - dataset: synthfaces\n    tasks: [expression, colour]\n"
+                     "    occlusions: [mask]\n", ["cell synthfaces/colour/mask/kd", "field 'task'"]),
+    "not-yaml": ("seeds: [0\n", ["not valid YAML"]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_bad_suite_fails_before_training(tmp_path, name):
+    text, fragments = BAD[name]
+    suite = tmp_path / f"{name}.yaml"
+    suite.write_text(text)
+    out = tmp_path / "out"
+    res = run_cli("bench", "run", "--suite", suite, "--out", out, cwd=tmp_path, timeout=120)
+    assert res.returncode == 2, res.stderr
+    err = res.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("occdistill: error: suite") and "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in err, err
+    assert not out.exists()  # nothing trained, nothing written
+
+
+def test_unknown_suite_name_lists_the_known_ones(cli):
+    res = cli("bench", "run", "--suite", "smokey", cwd=ROOT)
+    assert res.returncode == 2 and "no suite named 'smokey'" in res.stderr and "quick" in res.stderr
+
+
+def test_committed_suites_are_well_formed():
+    names = sorted(p.stem for p in (ROOT / "benchmarks" / "suites").glob("*.yaml"))
+    assert {"smoke", "quick", "paper"} <= set(names)
+    for name in names:
+        suite = load_suite(str(ROOT / "benchmarks" / "suites" / f"{name}.yaml"))
+        assert suite.cells and suite.seeds
+
+
+def test_quick_suite_covers_the_issue_matrix():
+    suite = load_suite(str(ROOT / "benchmarks" / "suites" / "quick.yaml"))
+    ids = {c.id for c in suite.cells}
+    for occ in ("upper-half", "lower-half", "mask", "vr-headset"):
+        for d in ("finetune", "kd", "triplet", "combined"):
+            assert f"ferplus/expression/{occ}/{d}" in ids
+    for task in ("gender", "age"):
+        for occ in ("mask", "vr-headset"):
+            assert f"utkface/{task}/{occ}/combined" in ids
+    assert suite.seeds == [0, 1, 2]
+
+
+@pytest.mark.parametrize("df, t", [(1, 12.706), (2, 4.303), (3, 3.182), (4, 2.776), (9, 2.262), (30, 2.042)])
+def test_t_test_matches_the_table_of_critical_values(df, t):
+    assert t_two_sided_p(t, df) == pytest.approx(0.05, abs=2e-4)
+    assert t_two_sided_p(0.0, df) == 1.0 and t_two_sided_p(-t, df) == t_two_sided_p(t, df)
+
+
+def test_paired_t_edge_cases():
+    assert paired_t([1.0])["p"] is None
+    assert paired_t([0.0, 0.0, 0.0])["p"] == 1.0
+    assert paired_t([0.5, 0.5, 0.5])["p"] is None  # no spread: the test says nothing
+    r = paired_t([1.0, 2.0, 3.0])
+    assert r["t"] == pytest.approx(2.0 / (1.0 / math.sqrt(3))) and 0 < r["p"] < 0.05
+
+
+def _row(cell, seed, distiller, student, *, baseline=70.0, teacher=80.0, hib=True, occ="upper-half"):
+    d, t, o, _ = cell.split("/")
+    gap = (student - baseline) / (teacher - baseline)
+    return {"cell": cell, "seed": seed, "dataset": d, "task": t, "occlusion": o, "distiller": distiller,
+            "label": distiller, "metric": "accuracy", "unit": "%", "higher_is_better": hib,
+            "teacher_clean": teacher, "teacher_occluded": 50.0, "baseline": baseline, "student": student,
+            "gap_closed": gap, "config": {"backbone": "simple-cnn", "image_size": 40, "teacher_epochs": 6,
+                                          "student_epochs": 2, "batch_size": 64, "channels": None},
+            "n_train": 100, "n_test": 50, "wall_seconds": 10.0, "device": "cpu"}
+
+
+def test_summary_marks_significant_cells_and_sets_references_beside_ours():
+    rows = []
+    for seed, base in enumerate((70.0, 71.0, 69.0)):
+        rows.append(_row("ferplus/expression/upper-half/finetune", seed, "finetune", base, baseline=base))
+        rows.append(_row("ferplus/expression/upper-half/kd", seed, "kd", base + 2.0 + 0.1 * seed, baseline=base))
+        rows.append(_row("ferplus/expression/upper-half/combined", seed, "combined", base + (-1, 1, 0.5)[seed],
+                         baseline=base))
+    cells = collect(rows)
+    kd = next(c for c in cells if c.label == "kd")
+    combined = next(c for c in cells if c.label == "combined")
+    assert kd.significant and kd.better and kd.vs_finetune["mean"] == pytest.approx(2.1)
+    assert not combined.significant
+    meta = {"name": "t", "references": [{"dataset": "ferplus", "task": "expression", "occlusion": "upper-half",
+                                          "source": "the paper", "values": {"teacher_clean": 84.79,
+                                                                            "finetune": 81.28, "combined": 82.75}}]}
+    md = markdown(cells, rows, meta)
+    assert "▲" in md and "41.9%" in md  # the paper's gap closed: (82.75 - 81.28) / (84.79 - 81.28)
+    table = list(csv.DictReader(csv_text(cells).splitlines()))
+    assert [r["significant"] for r in table] == ["", "True", "False"]
