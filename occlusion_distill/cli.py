@@ -306,7 +306,11 @@ def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, onl
     out = out or Path("runs") / f"bench-{suite.name}"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory")
-    command = "occdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    # the command that makes the whole directory: without --only (pieces) and the machine's cache path
+    command = f"occdistill bench run --suite {shlex.quote(suite_name)}"
+    if any("data" in c.settings.get("dataset_args", {}) for c in suite.cells):
+        command += f" --data-root {shlex.quote(str(data_root))}"
+    command += f" --out {shlex.quote(str(out))}"
     result = run_suite(suite, out, reporter, ModelCache(cache_dir or default_cache_dir()), only=only, command=command)
     reporter.info(f"{result['ran']} runs done, {result['skipped']} already there; summary -> {out / 'summary.md'}")
 

@@ -14,6 +14,7 @@ import pytest
 from occlusion_distill.bench.stats import paired_t, t_two_sided_p
 from occlusion_distill.bench.suite import load_suite
 from occlusion_distill.bench.summary import collect, csv_text, markdown
+from occlusion_distill.cli import main
 
 from conftest import ROOT, run_cli
 
@@ -135,14 +136,16 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
-def test_bad_suite_fails_before_training(tmp_path, name):
+def test_bad_suite_fails_before_training(tmp_path, monkeypatch, capsys, name):
     text, fragments = BAD[name]
     suite = tmp_path / f"{name}.yaml"
     suite.write_text(text)
     out = tmp_path / "out"
-    res = run_cli("bench", "run", "--suite", suite, "--out", out, cwd=tmp_path, timeout=120)
-    assert res.returncode == 2, res.stderr
-    err = res.stderr.strip()
+    monkeypatch.chdir(tmp_path)  # in-process (fast); the exit code and stderr are the command's
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "run", "--suite", str(suite), "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("occdistill: error: suite") and "Traceback" not in err
     for fragment in fragments:
         assert fragment in err, err
@@ -185,7 +188,8 @@ def test_paired_t_edge_cases():
     assert paired_t([0.0, 0.0, 0.0])["p"] == 1.0
     assert paired_t([0.5, 0.5, 0.5])["p"] is None  # no spread: the test says nothing
     r = paired_t([1.0, 2.0, 3.0])
-    assert r["t"] == pytest.approx(2.0 / (1.0 / math.sqrt(3))) and 0 < r["p"] < 0.05
+    assert r["t"] == pytest.approx(2.0 / (1.0 / math.sqrt(3))) and 0.05 < r["p"] < 0.1  # df 2: 3.46 is not enough
+    assert paired_t([1.0, 1.1, 0.9, 1.05])["p"] < 0.001
 
 
 def _row(cell, seed, distiller, student, *, baseline=70.0, teacher=80.0, hib=True, occ="upper-half"):

@@ -408,22 +408,30 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
     reporter.info(f"suite {suite.name}: {len(todo)} runs ({len(suite.cells)} cells x {len(suite.seeds)} seeds"
                   + (", filtered by --only" if only else "") + f"); {skipped} already in {out / RESULTS}, "
                   f"{len(pending)} to run")
-    with reporter.suite(len(todo), skipped) as bar:
-        for cell, seed in pending:
-            cfg = configs[f"{cell.id}#{seed}"]
-            bar.note(f"{cell.id} seed {seed}")
-            t0 = time.perf_counter()
-            metrics = run_pipeline(cfg, reporter, cache).metrics
-            row = {"suite": suite.name, "cell": cell.id, "seed": seed, "label": cell.distiller.tag,
-                   **metrics, "config": cfg.to_dict(), "config_digest": config_digest(cfg),
-                   "wall_seconds": round(time.perf_counter() - t0, 2), "git_commit": commit,
-                   "versions": {**metrics.get("versions", {}), "python": platform.python_version(),
-                                "cpu_threads": torch.get_num_threads()},
-                   "device_name": device_name(metrics.get("device", "cpu")),
-                   "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-            rows = [r for r in rows if (r["cell"], r["seed"]) != (cell.id, seed)] + [row]
-            _append(out, rows)
-            bar.advance(1)
+    try:
+        with reporter.suite(len(todo), skipped) as bar:
+            for cell, seed in pending:
+                cfg = configs[f"{cell.id}#{seed}"]
+                bar.note(f"{cell.id} seed {seed}")
+                t0 = time.perf_counter()
+                metrics = run_pipeline(cfg, reporter, cache).metrics
+                row = {"suite": suite.name, "cell": cell.id, "seed": seed, "label": cell.distiller.tag,
+                       **metrics, "config": cfg.to_dict(), "config_digest": config_digest(cfg),
+                       "wall_seconds": round(time.perf_counter() - t0, 2), "git_commit": commit,
+                       "versions": {**metrics.get("versions", {}), "python": platform.python_version(),
+                                    "cpu_threads": torch.get_num_threads()},
+                       "device_name": device_name(metrics.get("device", "cpu")),
+                       "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+                rows = [r for r in rows if (r["cell"], r["seed"]) != (cell.id, seed)] + [row]
+                _append(out, rows)
+                bar.advance(1)
+    except BaseException:
+        if report and rows:  # a failure or Ctrl-C: the summary still shows every finished run
+            try:
+                write_report(out, suite)
+            except Exception:
+                pass
+        raise
     summary = write_report(out, suite) if report else {}
     return {"runs": len(todo), "skipped": skipped, "ran": len(pending), "summary": summary}
 

@@ -122,8 +122,7 @@ def _setup_line(rows: list[dict[str, Any]], dataset: str, task: str) -> str:
     n_train = next(r.get("n_train") for r in rows if r["dataset"] == dataset and r["task"] == task)
     n_test = next(r.get("n_test") for r in rows if r["dataset"] == dataset and r["task"] == task)
     start = "pretrained" if cfg.get("pretrained") else ("--weights" if cfg.get("weights") else "from scratch")
-    return (f"`{cfg['backbone']}` ({start}), {cfg['image_size']} px, {'grey' if cfg.get('channels') == 1 else 'native channels'}"
-            f", teacher {cfg['teacher_epochs']} epochs, students {cfg['student_epochs']} epochs, batch "
+    return (f"`{cfg['backbone']}` ({start}), {cfg['image_size']} px, teacher {cfg['teacher_epochs']} epochs, students {cfg['student_epochs']} epochs, batch "
             f"{cfg['batch_size']}; {n_train:,} training and {n_test:,} test faces")
 
 
