@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from . import __version__
-from .errors import EXIT_RUNTIME, EXIT_USAGE, OccdistillError, UsageError
+from .errors import EXIT_RUNTIME, EXIT_USAGE, Interrupted, OccdistillError, UsageError
 from .registry import KINDS, PluginLoadWarning, list_plugins, registry
 
 
@@ -115,66 +115,113 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
               help="Option for the distiller (repeatable), e.g. lambda=0.7 tau=3.")
 @click.option("--dataset-arg", "dataset_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
               help="Option for the data set plugin (repeatable), e.g. n_train=5000.")
+@click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, metavar="STEPS",
+              help="Also save each stage's state every STEPS steps [default: at the end of each epoch only].")
+@click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
+              help="Mixed precision: auto [default] is bf16 on a GPU that has it and off on CPU.")
+@click.option("--compile", "compile_", is_flag=True, help="torch.compile the network (GPU; slow to start).")
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Run directory to create [default: runs/TASK-OCCLUSION-DISTILLER-sSEED-TIME].")
-@click.option("--overwrite", is_flag=True, help="Replace --out if it already exists.")
+@click.option("--overwrite", is_flag=True, help="Replace --out (or an interrupted run of it) if it exists.")
+@click.option("--resume", "resume", type=click.Path(path_type=Path, file_okay=False), default=None, metavar="RUN_DIR",
+              help="Continue an interrupted run from its last checkpoint, with its own settings.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Where trained teachers and baselines are kept for reuse [default: ~/.cache/occlusion-distill "
                    "or $OCCDISTILL_CACHE].")
 @click.option("--no-cache", is_flag=True, help="Train everything afresh and store nothing in the cache.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def run_cmd(task: str, occlusion: str, distiller: str, backbone: str | None, dataset: str, data_dir: Path | None,
-            preset: str,
+@click.pass_context
+def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backbone: str | None, dataset: str,
+            data_dir: Path | None, preset: str,
             epochs: int | None, batch_size: int | None, image_size: int | None, channels: str | None,
             lr: float | None, student_lr: float | None, seed: int, device: str, pretrained: bool,
             weights: str | None, num_workers: int | None, no_flip: bool, teacher_outputs: str | None,
-            occlusion_args: dict,
-            distiller_args: dict, dataset_args: dict, out: Path | None, overwrite: bool,
+            occlusion_args: dict, distiller_args: dict, dataset_args: dict, checkpoint_every: int | None,
+            amp: str | None, compile_: bool, out: Path | None, overwrite: bool, resume: Path | None,
             cache_dir: Path | None, no_cache: bool, quiet: bool) -> None:
     """Train teacher, baseline and distilled student; score them on occluded test faces.
 
-    Writes a run directory with config.json, metrics.json, report.md, plots/ and checkpoints/.
+    Writes a run directory with config.json, metrics.json, report.md, plots/ and checkpoints/. Each stage
+    saves its state as it trains: an interrupted run (Ctrl-C, a crash, a kill) continues with
+    `occdistill run --resume RUN_DIR`. Under `torchrun --nproc_per_node N -m occlusion_distill run ...`
+    the processes train one run together (DDP); rank 0 writes the files.
     """
     from .config import RunConfig
+    from .engine import distributed as ddp
     from .engine.artifacts import make_plots, report_markdown
     from .engine.cache import ModelCache, default_cache_dir
+    from .engine.pipeline import RESUME_DIR, preflight, resolved_settings
     from .engine.pipeline import run as run_pipeline
-    from .engine.rundir import RunDir, check_out_dir, write_json, write_text
+    from .engine.rundir import RunDir, check_out_dir, partial_dir, write_json, write_text
     from .report import RichReporter
 
-    dataset_args = _with_data(dataset_args, data_dir)
-    if weights is not None and not Path(weights).is_file():
-        raise UsageError(f"--weights file not found: {weights}")
-    if weights is not None and pretrained:
-        raise UsageError("--pretrained and --weights both set the teacher's starting weights; choose one")
-    cfg = RunConfig.from_options(
-        preset, task=task, occlusion=occlusion, distiller=distiller, backbone=backbone, dataset=dataset,
-        teacher_epochs=epochs, student_epochs=epochs, batch_size=batch_size, image_size=image_size,
-        channels=int(channels) if channels else None, lr=lr, student_lr=student_lr, seed=seed, device=device,
-        pretrained=pretrained or None, weights=str(Path(weights).resolve()) if weights else None,
-        num_workers=num_workers, flip=False if no_flip else None, teacher_outputs=teacher_outputs,
-        occlusion_args=occlusion_args,
-        distiller_args=distiller_args, dataset_args=dataset_args)
-    if out is None:
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{task}-{occlusion}-{distiller}-s{seed}-{stamp}"
-    check_out_dir(out, overwrite)
-    from .engine.pipeline import preflight, resolved_settings
-
+    if resume is not None:
+        given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "quiet", "cache_dir", "no_cache")
+                 and ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT]
+        if given:
+            raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
+        out = resume
+        saved = partial_dir(out) / "config.json"
+        if not saved.is_file():
+            RunDir(out, resume=True)  # says why: a finished run, or nothing there
+            raise UsageError(f"{partial_dir(out)} has no config.json: it cannot be resumed; start again with --overwrite")
+        recorded = json.loads(saved.read_text())
+        cfg = RunConfig.from_dict(recorded)
+        command = recorded.get("command", "")
+    else:
+        dataset_args = _with_data(dataset_args, data_dir)
+        if weights is not None and not Path(weights).is_file():
+            raise UsageError(f"--weights file not found: {weights}")
+        if weights is not None and pretrained:
+            raise UsageError("--pretrained and --weights both set the teacher's starting weights; choose one")
+        cfg = RunConfig.from_options(
+            preset, task=task, occlusion=occlusion, distiller=distiller, backbone=backbone, dataset=dataset,
+            teacher_epochs=epochs, student_epochs=epochs, batch_size=batch_size, image_size=image_size,
+            channels=int(channels) if channels else None, lr=lr, student_lr=student_lr, seed=seed, device=device,
+            pretrained=pretrained or None, weights=str(Path(weights).resolve()) if weights else None,
+            num_workers=num_workers, flip=False if no_flip else None, teacher_outputs=teacher_outputs,
+            checkpoint_every=checkpoint_every, amp=amp, compile=compile_ or None,
+            occlusion_args=occlusion_args, distiller_args=distiller_args, dataset_args=dataset_args)
+        if out is None:
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            out = Path("runs") / f"{task}-{occlusion}-{distiller}-s{seed}-{stamp}"
+        command = "occdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    ddp.setup(cfg.device)  # under torchrun: join the group now, so that only rank 0 touches the directory
+    writer = ddp.is_main()
+    if writer and resume is None:
+        check_out_dir(out, overwrite)
     parts = preflight(cfg)  # names, options, backbone and weights checked before anything is written
     cache = ModelCache(None if no_cache else (cache_dir or default_cache_dir()))
-    reporter = RichReporter(quiet=quiet)
-    command = "occdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    with RunDir(out, overwrite=overwrite) as tmp:
-        write_json(tmp / "config.json", {**cfg.to_dict(), "resolved": resolved_settings(cfg, parts),
-                                         "command": command})
-        (tmp / "checkpoints").mkdir()
-        result = run_pipeline(cfg, reporter, cache, checkpoint_dir=tmp / "checkpoints")
-        write_json(tmp / "metrics.json", result.metrics)
-        write_json(tmp / "history.json", result.histories)
-        make_plots(tmp / "plots", result.metrics, result.histories)
-        write_text(tmp / "report.md", report_markdown(cfg, result.metrics, command))
-    reporter.results(result.metrics, str(out))
+    reporter = RichReporter(quiet=quiet or not writer)
+    has_state = lambda tmp: any((tmp / "checkpoints" / RESUME_DIR).glob("*.pt"))  # noqa: E731
+    rundir = RunDir(out, overwrite=overwrite, resume=resume is not None, keep=has_state, writer=writer)
+    try:
+        with rundir as tmp:
+            if writer and resume is None:
+                write_json(tmp / "config.json", {**cfg.to_dict(), "resolved": resolved_settings(cfg, parts),
+                                                 "command": command})
+                (tmp / "checkpoints").mkdir()
+            ddp.barrier()
+            if resume is not None:
+                reporter.info(f"resuming {out} from {tmp / 'checkpoints'}")
+            result = run_pipeline(cfg, reporter, cache, checkpoint_dir=tmp / "checkpoints")
+            if writer:
+                write_json(tmp / "metrics.json", result.metrics)
+                write_json(tmp / "history.json", result.histories)
+                make_plots(tmp / "plots", result.metrics, result.histories)
+                write_text(tmp / "report.md", report_markdown(cfg, result.metrics, command))
+            ddp.barrier()
+    except (OccdistillError, KeyboardInterrupt) as exc:
+        if rundir.kept:
+            hint = f"continue with: occdistill run --resume {shlex.quote(str(out))}"
+            if isinstance(exc, KeyboardInterrupt):
+                raise Interrupted(f"interrupted; the last checkpoint is kept; {hint}") from exc
+            raise type(exc)(f"{exc}; {hint}") from exc
+        raise
+    finally:
+        ddp.teardown()
+    if writer:
+        reporter.results(result.metrics, str(out))
 
 
 @cli.command("preview")
@@ -285,11 +332,15 @@ def bench_group() -> None:
 @click.option("--only", multiple=True, metavar="PATTERN",
               help="Run only cells whose id (dataset/task/occlusion/distiller) matches; repeatable, globs allowed.")
 @click.option("--check", is_flag=True, help="Check the suite (names, fields, data) and list its cells; train nothing.")
+@click.option("--resume", is_flag=True,
+              help="Continue the results in --out: finished runs are skipped, an unfinished one continues from its "
+                   "last checkpoint.")
+@click.option("--overwrite", is_flag=True, help="Discard the results in --out and start again.")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Run cache for teachers and students [default: $OCCDISTILL_CACHE or ~/.cache/occlusion-distill].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
 def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, only: tuple[str, ...], check: bool,
-                  cache_dir: Path | None, quiet: bool) -> None:
+                  resume: bool, overwrite: bool, cache_dir: Path | None, quiet: bool) -> None:
     """Run a benchmark suite: every cell x seed, resumable; then summary.md, summary.csv and plots."""
     from .bench.suite import check_suite, load_suite, run_suite
     from .engine.cache import ModelCache, default_cache_dir
@@ -311,7 +362,10 @@ def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, onl
     if any("data" in c.settings.get("dataset_args", {}) for c in suite.cells):
         command += f" --data-root {shlex.quote(str(data_root))}"
     command += f" --out {shlex.quote(str(out))}"
-    result = run_suite(suite, out, reporter, ModelCache(cache_dir or default_cache_dir()), only=only, command=command)
+    if resume and overwrite:
+        raise UsageError("--resume continues the results in --out and --overwrite discards them; choose one")
+    result = run_suite(suite, out, reporter, ModelCache(cache_dir or default_cache_dir()), only=only, command=command,
+                       resume=resume, overwrite=overwrite)
     reporter.info(f"{result['ran']} runs done, {result['skipped']} already there; summary -> {out / 'summary.md'}")
 
 
@@ -455,8 +509,11 @@ def main(argv: list[str] | None = None) -> None:
             for w in caught:  # plugin load failures: one warning line each, through the reporter
                 if issubclass(w.category, PluginLoadWarning):
                     reporter.warn(str(w.message))
-                else:
-                    warnings.showwarning(w.message, w.category, w.filename, w.lineno)
+    # other warnings are shown as Python would, once the recording has stopped (shown inside it, they
+    # would be recorded again)
+    for w in caught:
+        if not issubclass(w.category, PluginLoadWarning):
+            warnings.showwarning(w.message, w.category, w.filename, w.lineno)
     sys.exit(code)
 
 

@@ -49,6 +49,9 @@ class RunConfig:
     weights: str | None = None
     num_workers: int = 0
     teacher_outputs: str = "cached"  # cached: teacher run once per clean face and flip; online: every step
+    checkpoint_every: int = 0  # also save a stage's state every N steps (0: at the end of each epoch only)
+    amp: str = "auto"  # mixed precision: auto (bf16 on a GPU that has it, none on CPU), bf16, fp16, off
+    compile: bool = False  # torch.compile the network
     occlusion_args: dict[str, Any] = field(default_factory=dict)
     distiller_args: dict[str, Any] = field(default_factory=dict)
     dataset_args: dict[str, Any] = field(default_factory=dict)
@@ -84,8 +87,19 @@ class RunConfig:
             raise UsageError("learning rates must be positive")
         if self.teacher_outputs not in ("cached", "online"):
             raise UsageError(f"teacher-outputs must be 'cached' or 'online', not '{self.teacher_outputs}'")
+        if self.checkpoint_every < 0:
+            raise UsageError(f"checkpoint-every must be >= 0 steps, not {self.checkpoint_every}")
+        if self.amp not in ("auto", "off", "bf16", "fp16"):
+            raise UsageError(f"amp must be auto, off, bf16 or fp16, not '{self.amp}'")
         if self.num_workers < 0:
             raise UsageError(f"num-workers must be >= 0, not {self.num_workers}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "RunConfig":
+        """A config written by ``to_dict`` (a run's config.json); extra keys are ignored."""
+        cfg = cls(**{k: v for k, v in values.items() if k in _FIELDS})
+        cfg.validate()
+        return cfg
 
     def replace(self, **changes: Any) -> "RunConfig":
         return replace(self, **changes)

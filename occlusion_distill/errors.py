@@ -9,6 +9,7 @@ from __future__ import annotations
 EXIT_USAGE = 2
 EXIT_DATA = 3
 EXIT_RUNTIME = 4
+EXIT_INTERRUPTED = 130  # as a shell reports a Ctrl-C
 
 
 class OccdistillError(Exception):
@@ -39,3 +40,9 @@ class RunFailed(OccdistillError):
     """A failure while a run trains or evaluates (a plugin that raised, a diverging loss)."""
 
     exit_code = EXIT_RUNTIME
+
+
+class Interrupted(OccdistillError):
+    """Ctrl-C: the work stopped after saving what it could (a run keeps its last checkpoint)."""
+
+    exit_code = EXIT_INTERRUPTED

@@ -61,6 +61,8 @@ def test_rerun_skips_finished_cells_and_report_rebuilds(smoke, tmp_path):
     out, cache, _ = smoke
     before = (out / "results.jsonl").read_bytes()
     res = run_cli("bench", "run", "--suite", "smoke", "--out", out, "--cache-dir", cache, cwd=ROOT)
+    assert res.returncode == 2 and "--resume" in res.stderr and "--overwrite" in res.stderr
+    res = run_cli("bench", "run", "--suite", "smoke", "--out", out, "--cache-dir", cache, "--resume", cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "32 already in" in res.stderr and "0 to run" in res.stderr
     assert (out / "results.jsonl").read_bytes() == before
@@ -102,7 +104,7 @@ def test_killed_suite_resumes_without_recomputing(tmp_path):
             proc.kill()
     finished = results.read_text().splitlines()
     assert 1 <= len(finished) < 4
-    res = run_cli("bench", "run", "--suite", suite, "--out", out, "--cache-dir", cache, cwd=tmp_path)
+    res = run_cli("bench", "run", "--suite", suite, "--out", out, "--cache-dir", cache, "--resume", cwd=tmp_path)
     assert res.returncode == 0, res.stderr
     assert f"{len(finished)} already in" in res.stderr and f"{4 - len(finished)} to run" in res.stderr
     after = results.read_text().splitlines()

@@ -376,9 +376,29 @@ def write_meta(suite: Suite, out: Path, command: str | None) -> None:
                                   "command": command, "cells": [c.id for c in suite.cells]})
 
 
+RESUME = ".resume"  # OUT/.resume/<run>/: the stage checkpoints of runs not finished yet
+
+
+def _clear(out: Path) -> None:
+    import shutil
+
+    from .summary import SUITE_META
+
+    for name in (RESULTS, SUITE_META, "summary.md", "summary.csv"):
+        (out / name).unlink(missing_ok=True)
+    for name in ("plots", RESUME):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
 def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[str, ...] = (),
-              report: bool = True, command: str | None = None) -> dict[str, Any]:
-    """Run every cell x seed not already in ``out/results.jsonl`` with the same config; then summarise."""
+              report: bool = True, command: str | None = None, resume: bool = False,
+              overwrite: bool = False) -> dict[str, Any]:
+    """Run every cell x seed not already in ``out/results.jsonl`` with the same config; then summarise.
+
+    An ``out`` that holds results is continued with ``resume`` (finished runs are skipped, an unfinished
+    one continues from its last stage checkpoint) or started again with ``overwrite``.
+    """
+    import shutil
     from fnmatch import fnmatch
 
     import torch
@@ -394,6 +414,12 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
     from .summary import SUITE_META
 
     meta = out / SUITE_META
+    started = (out / RESULTS).is_file() or (out / RESUME).is_dir()
+    if started and not (resume or overwrite):
+        raise SuiteError(f"--out {out} already holds results: continue them with --resume, or start again "
+                         f"with --overwrite")
+    if overwrite:
+        _clear(out)
     if meta.is_file():
         other = json.loads(meta.read_text()).get("name")
         if other != suite.name:
@@ -414,7 +440,10 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
                 cfg = configs[f"{cell.id}#{seed}"]
                 bar.note(f"{cell.id} seed {seed}")
                 t0 = time.perf_counter()
-                metrics = run_pipeline(cfg, reporter, cache).metrics
+                digest = config_digest(cfg)
+                checkpoints = out / RESUME / f"{cell.id.replace('/', '-')}-s{seed}-{digest}"
+                checkpoints.mkdir(parents=True, exist_ok=True)
+                metrics = run_pipeline(cfg, reporter, cache, checkpoint_dir=checkpoints).metrics
                 row = {"suite": suite.name, "cell": cell.id, "seed": seed, "label": cell.distiller.tag,
                        **metrics, "config": cfg.to_dict(), "config_digest": config_digest(cfg),
                        "wall_seconds": round(time.perf_counter() - t0, 2), "git_commit": commit,
@@ -424,7 +453,10 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
                 rows = [r for r in rows if (r["cell"], r["seed"]) != (cell.id, seed)] + [row]
                 _append(out, rows)
+                shutil.rmtree(checkpoints, ignore_errors=True)
                 bar.advance(1)
+        if (out / RESUME).is_dir() and not any((out / RESUME).iterdir()):
+            (out / RESUME).rmdir()
     except BaseException:
         if report and rows:  # a failure or Ctrl-C: the summary still shows every finished run
             try:

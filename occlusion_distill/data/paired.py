@@ -14,7 +14,10 @@ _SWAP = [1, 0, 2, 4, 3]  # MTCNN order after a horizontal flip: left and right t
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
     """(N, H, W, C) uint8 -> (N, C, H, W) float in [-1, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float()
+    arr = np.ascontiguousarray(images)
+    if not arr.flags.writeable:  # a read-only memory map: torch wants memory it may write
+        arr = arr.copy()
+    x = torch.from_numpy(arr).permute(0, 3, 1, 2).float()
     return x.div_(127.5).sub_(1.0)
 
 

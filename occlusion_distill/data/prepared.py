@@ -48,6 +48,10 @@ def read_manifest(root: Path) -> dict[str, Any]:
     return manifest
 
 
+FACES_VERSION = 1  # of the resized, memory-mapped faces in the cache
+CHUNK = 2048  # faces resized at a time
+
+
 def resize_faces(images: np.ndarray, landmarks: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Square faces resized to ``size`` (area averaging down, cubic up); landmarks scaled along."""
     n, h, w, c = images.shape
@@ -128,6 +132,45 @@ class PreparedDataset(FaceDataset):
         index, _ = self.choose(split, self._labels(split))
         return int(self.manifest["counts"][split]) if index is None else int(len(index))
 
+    def _faces_at(self, images: np.ndarray, index: np.ndarray | None, split: str, size: int, channels: int) -> np.ndarray:
+        """The split's faces at this size and channel count, memory-mapped: converted once, in chunks, to a
+        file in the cache, so that RAM does not grow with the data set (pages are read as faces are used)."""
+        from numpy.lib.format import open_memmap
+
+        from ..engine.cache import default_cache_dir, key_digest
+        from ..engine.rundir import atomic_write
+
+        key = {"what": "faces", "arrays": self.manifest.get("checksums", {}).get(f"{split}.images.npy"),
+               "root": str(self.root.resolve()), "split": split, "size": size, "channels": channels,
+               "index": None if index is None else hashlib.sha256(np.ascontiguousarray(index).tobytes()).hexdigest(),
+               "version": FACES_VERSION}
+        path = default_cache_dir() / "faces" / f"{self.key}-{split}-{size}px-{channels}c-{key_digest(key)}.npy"
+        n = len(images) if index is None else len(index)
+        if path.is_file():
+            try:
+                cached = np.load(path, mmap_mode="r")
+                if cached.shape == (n, size, size, channels) and cached.dtype == np.uint8:
+                    return cached
+            except (OSError, ValueError):
+                pass  # damaged: write it again
+
+        def write(tmp: Path) -> None:
+            out = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, size, size, channels))
+            for start in range(0, n, CHUNK):
+                rows = np.arange(start, min(n, start + CHUNK))
+                chunk = np.asarray(images[rows if index is None else index[rows]])
+                dummy = np.zeros((len(chunk), 5, 2), np.float32)
+                out[start:start + len(chunk)] = convert_channels(resize_faces(chunk, dummy, size)[0], channels)
+            out.flush()
+            del out
+
+        try:
+            atomic_write(path, write)
+        except OSError:  # a cache that cannot be written: keep the faces in memory instead
+            chunk_all = np.asarray(images if index is None else images[index])
+            return convert_channels(resize_faces(chunk_all, np.zeros((n, 5, 2), np.float32), size)[0], channels)
+        return np.load(path, mmap_mode="r")
+
     def _labels(self, split: str) -> dict[str, np.ndarray]:
         root = self._need_data()
         try:
@@ -148,11 +191,12 @@ class PreparedDataset(FaceDataset):
             raise DataError(f"prepared data in {root} is damaged ({exc}): prepare it again") from exc
         index, labels = self.choose(split, labels)
         if index is not None:
-            images, landmarks = images[index], landmarks[index]
+            landmarks = landmarks[index]
         if len(landmarks) == 0:
             raise DataError(f"no faces left in the {split} split of {root} with {self.selection() or 'these options'}")
-        images, landmarks = resize_faces(np.asarray(images), landmarks, image_size)
-        faces = FaceSet(convert_channels(images, channels), landmarks, labels,
+        h, w = images.shape[1:3]
+        landmarks = (landmarks * np.array([image_size / w, image_size / h], dtype=np.float32)).astype(np.float32)
+        faces = FaceSet(self._faces_at(images, index, split, image_size, channels), landmarks, labels,
                         {k: list(v) for k, v in self.manifest.get("classes", {}).items()}, name=self.key)
         if progress is not None:
             progress(len(faces))

@@ -13,6 +13,7 @@ are L2-normalised by default, so α is in units of the unit sphere.
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -20,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..engine import distributed as ddp
 from ..errors import UsageError
 from ..models.network import ModelOutput
 from ..registry import distillers, registry
@@ -82,6 +84,26 @@ class TripletKD(Distiller):
         self.projection = nn.Linear(student_dim, teacher_dim) if student_dim != teacher_dim else None
         self.bank, self.index, self._use_gpu = None, None, cuda
 
+    def get_extra_state(self) -> dict[str, Any]:
+        """The memory bank and the miner's RNG: part of a stage checkpoint, so a resumed stage mines the
+        same negatives (the flat index is rebuilt from the bank; an IVF index is retrained on it)."""
+        if self.bank is None:
+            return {}
+        return {"embeddings": torch.from_numpy(self.bank.embeddings.copy()),
+                "labels": torch.from_numpy(self.bank.labels.copy()), "size": self.bank.size,
+                "cursor": self.bank.cursor, "miner_rng": json.dumps(self.miner.rng.bit_generator.state)}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        self.bank = MemoryBank(self.bank_size, int(state["embeddings"].shape[1]))
+        self.bank.embeddings[:] = state["embeddings"].numpy()
+        self.bank.labels[:] = state["labels"].numpy()
+        self.bank.size, self.bank.cursor = int(state["size"]), int(state["cursor"])
+        self.miner.rng.bit_generator.state = json.loads(state["miner_rng"])
+        self.index = BankIndex(self.bank, self.index_kind, use_gpu=self._use_gpu)
+        self.index.update(np.arange(self.bank.size))
+
     def train_student(self, ctx: "StageContext") -> nn.Module:
         s_dim = ctx.model.embed_dim
         t_dim = ctx.teacher.embed_dim if ctx.teacher is not None else s_dim
@@ -120,7 +142,8 @@ class TripletKD(Distiller):
         negative = torch.from_numpy(self.bank.embeddings[np.where(found, slots, 0)]).to(anchor.device, anchor.dtype)
         valid = torch.from_numpy(found).to(anchor.device)
         trip = triplet_loss(anchor, positive, negative, self.margin, valid)
-        self.index.update(self.bank.add(a_np, labels))
+        # under torchrun every rank's anchors enter every rank's bank: negatives come from the whole batch
+        self.index.update(self.bank.add(ddp.all_gather_rows(a_np), ddp.all_gather_rows(labels)))
         loss = task_loss + self.lambda_ * trip
         return {"loss": loss, "task": task_loss.detach(), "triplet": trip.detach(),
                 "mined": torch.tensor(float(found.mean()))}

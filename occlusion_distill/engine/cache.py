@@ -42,8 +42,9 @@ def atomic_torch_save(obj: Any, path: Path) -> None:
 
 
 class ModelCache:
-    def __init__(self, root: str | Path | None):
+    def __init__(self, root: str | Path | None, read_only: bool = False):
         self.root = Path(root) if root is not None else None
+        self.read_only = read_only  # torchrun ranks other than 0 read what rank 0 writes
 
     @property
     def enabled(self) -> bool:
@@ -70,7 +71,7 @@ class ModelCache:
 
     def put(self, kind: str, key: dict[str, Any], state_dict: dict[str, torch.Tensor],
             history: list[dict[str, Any]]) -> Path | None:
-        if self.root is None:
+        if self.root is None or self.read_only:
             return None
         path = self._path(kind, key)
         atomic_torch_save({"key": json.dumps(key, sort_keys=True, default=str),

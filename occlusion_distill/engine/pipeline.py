@@ -28,9 +28,13 @@ from ..models.network import FaceModel, build_model
 from ..occlusions.base import Occlusion
 from ..registry import registry
 from ..tasks.base import Task
+from . import distributed as ddp
 from .cache import ModelCache, file_digest
+from .checkpoint import StageCheckpoint
 from .trainer import (TRAINER_VERSION, EvalSet, StageContext, TeacherTable, evaluate, fit, resolve_device,
                       seed_everything)
+
+RESUME_DIR = "resume"  # under a run's checkpoints/: stage states and finished stages, until the run ends
 
 
 @dataclass
@@ -149,14 +153,26 @@ def _blame(kind: str, name: str, parts: Parts) -> Iterator[None]:
         raise RunFailed(f"{kind} '{name}' from {parts.origins[kind]} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def _safe(stage: str) -> str:
+    return stage.replace(":", "-").replace("/", "-")
+
+
 def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         checkpoint_dir: Path | None = None) -> RunResult:
-    """Run the whole protocol; writes checkpoints to ``checkpoint_dir`` when given."""
+    """Run the whole protocol. With ``checkpoint_dir`` each stage saves its state there as it trains and
+    a rerun with the same directory continues from it; the final weights are written there too."""
+    from ..report import NullReporter
+
+    device = resolve_device(ddp.setup(cfg.device))  # under torchrun: join the group, this rank's device
     cache = cache or ModelCache(None)
+    if not ddp.is_main():  # under torchrun, rank 0 alone writes files and reports; the others read
+        cache, reporter = ModelCache(cache.root, read_only=True), NullReporter()
+    # finished stages of this run, so that a resumed run does not depend on the shared cache
+    stages = ModelCache(checkpoint_dir / RESUME_DIR if checkpoint_dir is not None else None,
+                        read_only=not ddp.is_main())
     timings: dict[str, float] = {}
     t_all = time.perf_counter()
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
     parts = build_parts(cfg, cache.root)
     task, occlusion, distiller, dataset = parts.task, parts.occlusion, parts.distiller, parts.dataset
     channels = cfg.channels or dataset.native_channels
@@ -192,19 +208,24 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
                            output_dim=task.output_dim, pretrained=cfg.pretrained and initial_weights,
                            weights=cfg.weights if initial_weights else None)
 
-    def context(stage: str, model: FaceModel, view: str, val: EvalSet, epochs: int, lr: float,
+    def context(stage: str, key: dict[str, Any], model: FaceModel, view: str, val: EvalSet, epochs: int, lr: float,
                 teacher: FaceModel | None = None) -> StageContext:
+        checkpoint = None
+        if checkpoint_dir is not None:
+            checkpoint = StageCheckpoint(checkpoint_dir / RESUME_DIR / f"{_safe(stage)}.state.pt", key,
+                                         every=cfg.checkpoint_every, writer=ddp.is_main())
         return StageContext(stage=stage, model=model, task=task, train=train, val=val, view=view,
                             epochs=epochs, batch_size=cfg.batch_size, lr=lr, weight_decay=cfg.weight_decay,
                             device=device, seed=cfg.seed, num_workers=cfg.num_workers, teacher=teacher,
-                            progress=reporter.stage, teacher_outputs=cfg.teacher_outputs)
+                            progress=reporter.stage, teacher_outputs=cfg.teacher_outputs, checkpoint=checkpoint,
+                            amp=cfg.amp, compile=cfg.compile)
 
     histories: dict[str, list[dict[str, Any]]] = {}
     cached: dict[str, bool] = {}
 
     def cached_stage(stage: str, kind: str, key: dict[str, Any], train_fn, template=None) -> FaceModel:
         t = time.perf_counter()
-        hit = cache.get(kind, key)
+        hit = stages.get(_safe(stage), key) or cache.get(kind, key)
         if hit is not None:
             model = new_model(initial_weights=False) if stage == "teacher" else \
                 (template() if template is not None else copy.deepcopy(teacher))
@@ -214,6 +235,9 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         else:
             model, histories[stage] = train_fn()
             cache.put(kind, key, model.state_dict(), histories[stage])
+            stages.put(_safe(stage), key, model.state_dict(), histories[stage])
+            if checkpoint_dir is not None and ddp.is_main():  # superseded by the finished stage
+                (checkpoint_dir / RESUME_DIR / f"{_safe(stage)}.state.pt").unlink(missing_ok=True)
         cached[stage] = hit is not None
         timings[stage] = time.perf_counter() - t
         return model.to(device)
@@ -224,7 +248,7 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
 
     def train_teacher():
         seed_everything(cfg.seed)
-        ctx = context("teacher", new_model(), "clean", val_clean, cfg.teacher_epochs, cfg.lr)
+        ctx = context("teacher", t_key, new_model(), "clean", val_clean, cfg.teacher_epochs, cfg.lr)
         return fit(ctx, Finetune(task)), ctx.history
 
     teacher: FaceModel = cached_stage("teacher", "teachers", t_key, train_teacher)
@@ -261,7 +285,7 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
 
     def train_baseline():
         seed_everything(cfg.seed + 1)
-        ctx = context("baseline", student_init(), "occluded", val_occ, cfg.student_epochs,
+        ctx = context("baseline", base_key, student_init(), "occluded", val_occ, cfg.student_epochs,
                       cfg.student_lr)
         return fit(ctx, Finetune(task)), ctx.history
 
@@ -280,7 +304,7 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
 
         def train_student():
             seed_everything(cfg.seed + 2)
-            ctx = context(stage, student_init(), "occluded", val_occ, cfg.student_epochs,
+            ctx = context(stage, key, student_init(), "occluded", val_occ, cfg.student_epochs,
                           cfg.student_lr, teacher=teacher)
             ctx.student_for = lambda member: distilled(member, f"student:{member}")
             ctx.teacher_table = teacher_table
@@ -327,9 +351,12 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         "versions": {"occlusion_distill": __version__, "torch": torch.__version__},
     }
     models = {"teacher": teacher, "baseline": baseline, "student": student}
-    if checkpoint_dir is not None:
+    if checkpoint_dir is not None and ddp.is_main():
+        import shutil
+
         from .cache import atomic_torch_save
 
+        shutil.rmtree(checkpoint_dir / RESUME_DIR, ignore_errors=True)  # the run is whole: states not needed
         for name, model in models.items():
             atomic_torch_save({"state_dict": model.state_dict(), "task": task.state(),
                                "backbone": cfg.backbone, "image_size": cfg.image_size, "channels": channels},

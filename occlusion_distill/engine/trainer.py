@@ -5,20 +5,25 @@ from __future__ import annotations
 import copy
 import math
 import random
+import signal
+import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 
 from ..data.paired import PairedFaces
-from ..errors import RunFailed, UsageError
+from ..errors import Interrupted, RunFailed, UsageError
 from ..models.network import FaceModel, ModelOutput
 from ..tasks.base import Task
+from .checkpoint import StageCheckpoint, rng_state, set_rng_state
 
-TRAINER_VERSION = 1  # bump when a change alters what a given config trains (invalidates caches)
+# bump when a change alters what a given config trains (invalidates caches). 2: the face order of an
+# epoch is drawn from (seed, epoch) alone, so that a stage can resume in the middle of an epoch.
+TRAINER_VERSION = 2
 
 
 class TrainingDiverged(RunFailed):
@@ -74,6 +79,10 @@ class StageContext:
     student_for: Callable[[str], FaceModel] | None = None
     #: the run's ``TeacherTable``, computed once (or read from the run cache) and shared by its students
     teacher_table: Callable[[], "TeacherTable"] | None = None
+    #: where this stage saves and resumes its state (None: no checkpoints, e.g. library use)
+    checkpoint: StageCheckpoint | None = None
+    amp: str = "off"  # off, auto, bf16, fp16
+    compile: bool = False
 
 
 class TeacherTable:
@@ -124,8 +133,65 @@ def _better(task: Task, new: float, old: float | None) -> bool:
     return new > old if task.higher_is_better else new < old
 
 
+class EpochOrder(Sampler[int]):
+    """The faces of one epoch in an order drawn from (seed, epoch) alone, this rank's share of it, from
+    position ``start`` on: a stage resumed in the middle of an epoch sees exactly the faces it had left."""
+
+    def __init__(self, n: int, seed: int, epoch: int, rank: int = 0, world: int = 1, start: int = 0):
+        self.n, self.seed, self.epoch, self.rank, self.world, self.start = n, seed, epoch, rank, world, start
+
+    def share(self) -> int:
+        return -(-self.n // self.world)
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch, 17]).generate_state(1)[0]))
+        order = torch.randperm(self.n, generator=g)
+        if self.world > 1:  # wrap around so that every rank gets as many faces (as DistributedSampler does)
+            order = torch.cat([order, order[:self.share() * self.world - self.n]])[self.rank::self.world]
+        return iter(order[self.start:].tolist())
+
+    def __len__(self) -> int:
+        return max(0, self.share() - self.start)
+
+
+class _StopRequest:
+    """Ctrl-C while a stage trains: finish the step, save a checkpoint, stop. A second Ctrl-C stops at once."""
+
+    def __init__(self, enabled: bool):
+        self.requested = False
+        self._old = None
+        if enabled and threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def restore(self) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
+    """``auto``: bf16 on a GPU that has it, none on CPU; ``bf16``, ``fp16`` (GPU only) or ``off``."""
+    if name == "off" or (name == "auto" and device.type != "cuda"):
+        return None
+    if name == "auto":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if name == "fp16" and device.type != "cuda":
+        raise UsageError("--amp fp16 needs a GPU; on CPU use --amp bf16 or off")
+    return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
 def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
-    """Train ``ctx.model`` with ``criterion`` (a distiller); returns it with its best validation weights."""
+    """Train ``ctx.model`` with ``criterion`` (a distiller); returns it with its best validation weights.
+
+    With ``ctx.checkpoint`` the stage saves its whole state after every epoch (and every N steps), resumes
+    from a saved state, and saves one on Ctrl-C before stopping.
+    """
+    from . import distributed as ddp
+
     device = ctx.device
     # channels-last runs the convolutions of small faces markedly faster, on CPU as on GPU
     model = ctx.model.to(device, memory_format=torch.channels_last)
@@ -146,57 +212,118 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
 
     params = [p for p in list(model.parameters()) + list(criterion.parameters()) if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=ctx.lr, weight_decay=ctx.weight_decay)
-    generator = torch.Generator().manual_seed(ctx.seed)
-    drop_last = len(ctx.train) > ctx.batch_size  # a batch of one would break BatchNorm
-    loader = DataLoader(ctx.train, batch_size=ctx.batch_size, shuffle=True, generator=generator,
-                        num_workers=ctx.num_workers, drop_last=drop_last,
-                        persistent_workers=False, pin_memory=device.type == "cuda")
-    steps = ctx.epochs * len(loader)
+    rank, world = ddp.rank(), ddp.world_size()
+    per_rank = max(1, ctx.batch_size // world)  # the global batch is split over the ranks
+    share = EpochOrder(len(ctx.train), ctx.seed, 0, rank, world).share()
+    drop_last = share > per_rank  # a batch of one would break BatchNorm
+    per_epoch = share // per_rank if drop_last else -(-share // per_rank)
+    steps = ctx.epochs * per_epoch
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=ctx.lr, total_steps=max(steps, 1),
                                                     pct_start=0.25)
-    best_score, best_state = None, None
+    amp = resolve_amp(ctx.amp, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    net: nn.Module = model
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if ctx.compile:
+        net = torch.compile(net)
+
+    start_epoch, start_batch, step = 0, 0, 0
+    sums: dict[str, float] = {}
+    best_score: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    saved = ctx.checkpoint.load() if ctx.checkpoint is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        scaler.load_state_dict(saved["scaler"])
+        criterion.load_state_dict(saved["criterion"])
+        set_rng_state(saved["rng"])
+        start_epoch, start_batch, step = saved["epoch"], saved["batch"], saved["step"]
+        sums, best_score, best_state = dict(saved["sums"]), saved["best_score"], saved["best_state"]
+        ctx.history[:] = saved["history"]
+
+    def snapshot(epoch: int, batch: int) -> dict[str, Any]:
+        return {"stage": ctx.stage, "epoch": epoch, "batch": batch, "step": step, "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                "scaler": scaler.state_dict(), "criterion": criterion.state_dict(), "rng": rng_state(),
+                "sums": dict(sums), "best_score": best_score, "best_state": best_state,
+                "history": list(ctx.history)}
+
+    every = ctx.checkpoint.every if ctx.checkpoint is not None else 0
+    stop = _StopRequest(enabled=ctx.checkpoint is not None)
     progress = ctx.progress(ctx.stage, total=steps) if ctx.progress else None
-    step = 0
+    if progress and step:
+        progress.advance(step)
     try:
-        for epoch in range(ctx.epochs):
+        for epoch in range(start_epoch, ctx.epochs):
             ctx.train.set_epoch(epoch)
+            first = start_batch if epoch == start_epoch else 0
+            if first == 0:
+                sums = {}
+            loader = DataLoader(ctx.train, batch_size=per_rank, sampler=EpochOrder(len(ctx.train), ctx.seed, epoch,
+                                                                                   rank, world, first * per_rank),
+                                num_workers=ctx.num_workers, drop_last=drop_last, pin_memory=device.type == "cuda")
             model.train()
-            sums: dict[str, float] = {}
-            for batch in loader:
+            for b, batch in enumerate(loader, start=first):
                 x = batch[ctx.view].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
                 y = batch["target"].to(device, non_blocking=True)
-                out = model(x)
-                t_out: ModelOutput | None = None
-                if table is not None:
-                    t_out = table.lookup(batch["index"], batch["flipped"])
-                elif uses_teacher:
-                    with torch.no_grad():
-                        t_out = teacher(batch["clean"].to(device, non_blocking=True))
-                terms = criterion(out, y, t_out)
-                loss = terms["loss"]
-                if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"stage '{ctx.stage}': the loss became {loss.item()} at epoch "
-                                           f"{epoch + 1}, step {step + 1}; try a lower learning rate")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                try:
+                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                        out = net(x)
+                        t_out: ModelOutput | None = None
+                        if table is not None:
+                            t_out = table.lookup(batch["index"], batch["flipped"])
+                        elif uses_teacher:
+                            with torch.no_grad():
+                                t_out = teacher(batch["clean"].to(device, non_blocking=True))
+                        terms = criterion(out, y, t_out)
+                    loss = terms["loss"]
+                    if not torch.isfinite(loss):
+                        raise TrainingDiverged(
+                            f"stage '{ctx.stage}': the loss became {loss.item()} at epoch {epoch + 1}, step "
+                            f"{step + 1}; " + (ctx.checkpoint.describe() + "; " if ctx.checkpoint else "")
+                            + "try a lower learning rate")
+                    optimizer.zero_grad(set_to_none=True)
+                    scaler.scale(loss).backward()
+                    scaler.step(optimizer)
+                    scaler.update()
+                except torch.cuda.OutOfMemoryError as exc:
+                    raise RunFailed(f"stage '{ctx.stage}': out of GPU memory at batch size {ctx.batch_size}; try "
+                                    f"--batch-size {max(1, ctx.batch_size // 2)}") from exc
                 scheduler.step()
                 step += 1
                 for k, v in terms.items():
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 if progress:
                     progress.advance(1)
+                requested = stop.requested
+                if world > 1:  # every rank stops at the same step
+                    requested = ddp.sum_across({"stop": float(requested)})["stop"] > 0
+                if requested or (every and step % every == 0 and b + 1 < per_epoch):
+                    if ctx.checkpoint is not None:
+                        ctx.checkpoint.save(snapshot(epoch, b + 1))
+                    if requested:
+                        raise Interrupted(f"interrupted in stage '{ctx.stage}' at epoch {epoch + 1}, step {step}; "
+                                          + ctx.checkpoint.describe())
             val = evaluate(model, ctx.val, ctx.task, device)
             score = val[ctx.task.metric]
-            record = {"epoch": epoch + 1, **{f"train_{k}": v / max(len(loader), 1) for k, v in sums.items()},
+            means = ddp.sum_across({k: v / max(per_epoch, 1) for k, v in sums.items()})
+            record = {"epoch": epoch + 1, **{f"train_{k}": v / world for k, v in means.items()},
                       **{f"val_{k}": v for k, v in val.items()}, "lr": scheduler.get_last_lr()[0]}
             ctx.history.append(record)
             if _better(ctx.task, score, best_score):
                 best_score = score
                 best_state = copy.deepcopy(model.state_dict())
+            if ctx.checkpoint is not None:
+                ctx.checkpoint.save(snapshot(epoch + 1, 0))
             if progress:
                 progress.note(f"ep {epoch + 1}/{ctx.epochs} val {ctx.task.metric} {score:.1f} (best {best_score:.1f})")
     finally:
+        stop.restore()
         if progress:
             progress.close()
     if best_state is not None:

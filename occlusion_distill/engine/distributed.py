@@ -1,0 +1,98 @@
+"""Several processes, one run: ``torchrun --nproc_per_node N -m occlusion_distill run ...``.
+
+torchrun starts N copies and sets RANK / WORLD_SIZE / LOCAL_RANK; ``setup`` joins them into one process
+group (NCCL on GPUs, gloo on CPU). Rank 0 alone writes files and shows progress; every rank trains its
+share of each batch under DistributedDataParallel. Outside torchrun everything here is a no-op.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import UsageError
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def launched() -> bool:
+    """Started by torchrun with more than one process."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def setup(device: str) -> str:
+    """Join the process group when launched by torchrun; returns the device this rank trains on."""
+    if not launched() or active():
+        return device
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = device != "cpu" and torch.cuda.is_available()
+    if use_cuda:
+        if local >= torch.cuda.device_count():
+            raise UsageError(f"LOCAL_RANK {local} but only {torch.cuda.device_count()} GPU(s) are visible")
+        torch.cuda.set_device(local)
+    try:
+        dist.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+    except Exception as exc:
+        raise UsageError(f"could not join the torchrun process group: {type(exc).__name__}: {exc}") from exc
+    return f"cuda:{local}" if use_cuda else "cpu"
+
+
+def teardown() -> None:
+    if active():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def all_gather_rows(x: np.ndarray) -> np.ndarray:
+    """Every rank's rows, concatenated in rank order (ranks may hold different numbers of rows)."""
+    if not active():
+        return x
+    t = torch.from_numpy(np.ascontiguousarray(x))
+    sizes = [torch.zeros(1, dtype=torch.int64) for _ in range(world_size())]
+    dist.all_gather(sizes, torch.tensor([len(t)], dtype=torch.int64))
+    longest = int(max(s.item() for s in sizes))
+    padded = torch.zeros((longest, *t.shape[1:]), dtype=t.dtype)
+    padded[:len(t)] = t
+    parts = [torch.zeros_like(padded) for _ in range(world_size())]
+    dist.all_gather(parts, padded)
+    return torch.cat([p[:int(s.item())] for p, s in zip(parts, sizes)]).numpy()
+
+
+def sum_across(values: dict[str, float]) -> dict[str, float]:
+    """Sum named numbers over ranks (training-loss sums and counts)."""
+    if not active() or not values:
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) for k, v in zip(keys, t.tolist())}
+
+
+def broadcast_object(obj, src: int = 0):
+    if not active():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
