@@ -457,6 +457,29 @@ def bench_overhead_cmd(json_path: Path | None, faces: int, bank_sizes: tuple[int
         write_json(json_path, result)
 
 
+@bench_group.command("memory", context_settings={"ignore_unknown_options": True})
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+def bench_memory_cmd(json_path: Path | None, run_args: tuple[str, ...]) -> None:
+    """Peak resident memory of `occdistill run RUN_ARGS` (in a fresh process, nothing cached).
+
+    Example: occdistill bench memory --dataset ferplus --data prepared/ferplus --epochs 1
+    """
+    from .bench.memory import run as bench_memory
+    from .engine.rundir import write_json
+    from .report import RichReporter
+
+    if any(a in ("--out", "--resume") or a.startswith(("--out=", "--resume=")) for a in run_args):
+        raise UsageError("bench memory chooses the run directory itself; drop --out / --resume")
+    reporter = RichReporter()
+    reporter.info("training once in a child process to measure its peak memory ...")
+    result = bench_memory(list(run_args))
+    reporter.out.print(f"peak RSS {result['peak_rss_mib']:.0f} MiB in {result['seconds']:.0f} s: {result['command']}",
+                       soft_wrap=True, markup=False)
+    if json_path is not None:
+        write_json(json_path, result)
+
+
 def _debug_requested(args: list[str]) -> bool:
     """``--debug`` is a group option: it counts only before the command name."""
     for arg in args:

@@ -64,7 +64,7 @@ def test_rerun_skips_finished_cells_and_report_rebuilds(smoke, tmp_path):
     assert res.returncode == 2 and "--resume" in res.stderr and "--overwrite" in res.stderr
     res = run_cli("bench", "run", "--suite", "smoke", "--out", out, "--cache-dir", cache, "--resume", cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    assert "32 already in" in res.stderr and "0 to run" in res.stderr
+    assert "16 already in" in res.stderr and "0 to run" in res.stderr
     assert (out / "results.jsonl").read_bytes() == before
     csv_before = (out / "summary.csv").read_text()
     (out / "summary.csv").unlink()
@@ -110,6 +110,7 @@ def test_killed_suite_resumes_without_recomputing(tmp_path):
     after = results.read_text().splitlines()
     assert len(after) == 4 and after[:len(finished)] == finished  # same lines: same timestamps, same scores
     assert (out / "summary.md").is_file()
+    assert not (out / ".resume").exists()  # the killed run's stage checkpoints, used and removed
 
 
 BAD = {

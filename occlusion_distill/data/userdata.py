@@ -165,8 +165,12 @@ class CSVData(PreparedDataset):
             if name == "age":
                 continue
             values = sorted({r[name].strip() for r in rows if r[name].strip()})
-            numeric = all(v.isdigit() for v in values)
-            classes[name] = [str(i) for i in range(max(int(v) for v in values) + 1)] if numeric and values else values
+            numeric = bool(values) and all(v.lstrip("-").isdigit() for v in values)
+            if numeric:  # 0-based class numbers; a negative one is out of range (skipped below)
+                top = max(int(v) for v in values)
+                classes[name] = [str(i) for i in range(top + 1)] if top >= 0 else []
+            else:
+                classes[name] = values
         groups: dict[str, list[tuple[Path, dict[str, Any]]]] = {}
         has_split = "split" in columns
         for k, row in enumerate(rows):
@@ -184,7 +188,8 @@ class CSVData(PreparedDataset):
                         break
                     lab[name] = age
                 elif value not in classes[name]:
-                    skipped.add(f"{name} missing", where)
+                    out_of_range = value.lstrip("-").isdigit()
+                    skipped.add(f"{name} {'out of range' if out_of_range else 'missing'}", where)
                     break
                 else:
                     lab[name] = classes[name].index(value)
