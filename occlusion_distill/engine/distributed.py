@@ -90,9 +90,8 @@ def sum_across(values: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(keys, t.tolist())}
 
 
-def broadcast_object(obj, src: int = 0):
-    if not active():
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=src)
-    return box[0]
+def sync_buffers(model: torch.nn.Module) -> None:
+    """Copy rank 0's buffers (BatchNorm running statistics) to every rank."""
+    if active():
+        for buf in model.buffers():
+            dist.broadcast(buf.data, src=0)

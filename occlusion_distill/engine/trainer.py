@@ -120,11 +120,25 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
     for i in range(0, len(images), batch_size):
         x = images[i:i + batch_size].to(device).contiguous(memory_format=torch.channels_last)
         outs.append(model(x).logits.float().cpu())
+    if not outs:  # an empty share (more ranks than faces)
+        return np.zeros((0, model.head.out_features), np.float32)
     return torch.cat(outs).numpy()
 
 
 def evaluate(model: nn.Module, data: EvalSet, task: Task, device: torch.device) -> dict[str, float]:
-    return task.metrics(predict(model, data.images, device), data.targets)
+    """The task's metrics on ``data``. Under torchrun each rank predicts a contiguous share of the faces and
+    the predictions are gathered, so every rank computes the same metrics over all of them."""
+    from . import distributed as ddp
+
+    world = ddp.world_size()
+    if world == 1:
+        return task.metrics(predict(model, data.images, device), data.targets)
+    ddp.sync_buffers(model)  # BatchNorm statistics of rank 0 everywhere: one model, however it is split
+    n = len(data.images)
+    bounds = [n * r // world for r in range(world + 1)]
+    mine = data.images[bounds[ddp.rank()]:bounds[ddp.rank() + 1]]
+    outputs = ddp.all_gather_rows(predict(model, mine, device).astype(np.float32))
+    return task.metrics(outputs, data.targets)
 
 
 def _better(task: Task, new: float, old: float | None) -> bool:
