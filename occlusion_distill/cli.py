@@ -150,7 +150,7 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
     from .engine import distributed as ddp
     from .engine.artifacts import make_plots, report_markdown
     from .engine.cache import ModelCache, default_cache_dir
-    from .engine.pipeline import RESUME_DIR, preflight, resolved_settings
+    from .engine.pipeline import RESUME_DIR, finish_run, preflight, resolved_settings
     from .engine.pipeline import run as run_pipeline
     from .engine.rundir import RunDir, check_out_dir, partial_dir, write_json, write_text
     from .report import RichReporter
@@ -193,7 +193,8 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
     parts = preflight(cfg)  # names, options, backbone and weights checked before anything is written
     cache = ModelCache(None if no_cache else (cache_dir or default_cache_dir()))
     reporter = RichReporter(quiet=quiet or not writer)
-    has_state = lambda tmp: any((tmp / "checkpoints" / RESUME_DIR).glob("*.pt"))  # noqa: E731
+    # stage states and finished stages: either is worth keeping for --resume
+    has_state = lambda tmp: any((tmp / "checkpoints" / RESUME_DIR).rglob("*.pt"))  # noqa: E731
     rundir = RunDir(out, overwrite=overwrite, resume=resume is not None, keep=has_state, writer=writer)
     try:
         with rundir as tmp:
@@ -210,6 +211,7 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
                 write_json(tmp / "history.json", result.histories)
                 make_plots(tmp / "plots", result.metrics, result.histories)
                 write_text(tmp / "report.md", report_markdown(cfg, result.metrics, command))
+                finish_run(tmp / "checkpoints")
             ddp.barrier()
     except (OccdistillError, KeyboardInterrupt) as exc:
         if rundir.kept:

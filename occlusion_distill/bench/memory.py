@@ -24,10 +24,12 @@ def run(run_args: list[str], reporter: Any = None) -> dict[str, Any]:
         cmd = [sys.executable, "-m", "occlusion_distill", "run", *run_args, "--quiet", "--no-cache",
                "--out", str(Path(tmp) / "run")]
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        _, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-        err = proc.stderr.read() if proc.stderr else ""
+        with open(Path(tmp) / "stderr.txt", "w+") as log:  # a file, not a pipe: a chatty run cannot block
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log, text=True)
+            _, status, usage = os.wait4(proc.pid, 0)
+            seconds = time.perf_counter() - t0
+            log.seek(0)
+            err = log.read()
         code = os.waitstatus_to_exitcode(status)
         if code != 0:
             last = err.strip().splitlines()[-1] if err.strip() else f"exit code {code}"

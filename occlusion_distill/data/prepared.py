@@ -10,6 +10,7 @@ of the arrays. The directory is written under a temporary name and renamed when 
 from __future__ import annotations
 
 import hashlib
+import tempfile
 import json
 from pathlib import Path
 from typing import Any, Callable
@@ -46,6 +47,12 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise DataError(f"{root} was prepared in format {manifest.get('format')}; this version reads format "
                         f"{FORMAT_VERSION}: prepare it again")
     return manifest
+
+
+def _default_faces_dir() -> Path:
+    from ..engine.cache import default_cache_dir
+
+    return default_cache_dir() / "faces"
 
 
 FACES_VERSION = 1  # of the resized, memory-mapped faces in the cache
@@ -90,6 +97,8 @@ class PreparedDataset(FaceDataset):
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise UsageError(f"{self.key}: n_{split} must be a positive integer, not {n!r}")
         self.root = Path(data) if data else None
+        #: where resized faces are memory-mapped from (the run sets it from its cache; None: a temporary file)
+        self.faces_dir: Path | None = _default_faces_dir()
         self.manifest: dict[str, Any] = {}
         if self.root is not None:
             self.manifest = read_manifest(self.root)
@@ -137,15 +146,17 @@ class PreparedDataset(FaceDataset):
         file in the cache, so that RAM does not grow with the data set (pages are read as faces are used)."""
         from numpy.lib.format import open_memmap
 
-        from ..engine.cache import default_cache_dir, key_digest
+        from ..engine.cache import key_digest
         from ..engine.rundir import atomic_write
 
         key = {"what": "faces", "arrays": self.manifest.get("checksums", {}).get(f"{split}.images.npy"),
                "root": str(self.root.resolve()), "split": split, "size": size, "channels": channels,
                "index": None if index is None else hashlib.sha256(np.ascontiguousarray(index).tobytes()).hexdigest(),
                "version": FACES_VERSION}
-        path = default_cache_dir() / "faces" / f"{self.key}-{split}-{size}px-{channels}c-{key_digest(key)}.npy"
         n = len(images) if index is None else len(index)
+        name = f"{self.key}-{split}-{size}px-{channels}c-{key_digest(key)}.npy"
+        temporary = self.faces_dir is None  # --no-cache: a file that is gone once mapped (Linux keeps the map)
+        path = Path(tempfile.mkdtemp(prefix="occdistill-faces-")) / name if temporary else self.faces_dir / name
         if path.is_file():
             try:
                 cached = np.load(path, mmap_mode="r")
@@ -169,7 +180,11 @@ class PreparedDataset(FaceDataset):
         except OSError:  # a cache that cannot be written: keep the faces in memory instead
             chunk_all = np.asarray(images if index is None else images[index])
             return convert_channels(resize_faces(chunk_all, np.zeros((n, 5, 2), np.float32), size)[0], channels)
-        return np.load(path, mmap_mode="r")
+        mapped = np.load(path, mmap_mode="r")
+        if temporary:
+            path.unlink()
+            path.parent.rmdir()
+        return mapped
 
     def _labels(self, split: str) -> dict[str, np.ndarray]:
         root = self._need_data()

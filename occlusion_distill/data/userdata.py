@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
 from typing import Any, Callable
 
@@ -165,7 +166,7 @@ class CSVData(PreparedDataset):
             if name == "age":
                 continue
             values = sorted({r[name].strip() for r in rows if r[name].strip()})
-            numeric = bool(values) and all(v.lstrip("-").isdigit() for v in values)
+            numeric = bool(values) and all(re.fullmatch(r"-?\d+", v) for v in values)
             if numeric:  # 0-based class numbers; a negative one is out of range (skipped below)
                 top = max(int(v) for v in values)
                 classes[name] = [str(i) for i in range(top + 1)] if top >= 0 else []
@@ -188,7 +189,7 @@ class CSVData(PreparedDataset):
                         break
                     lab[name] = age
                 elif value not in classes[name]:
-                    out_of_range = value.lstrip("-").isdigit()
+                    out_of_range = re.fullmatch(r"-?\d+", value) is not None
                     skipped.add(f"{name} {'out of range' if out_of_range else 'missing'}", where)
                     break
                 else:

@@ -58,8 +58,10 @@ def load_weights_only(path: Path) -> Any:
 class StageCheckpoint:
     """The checkpoint file of one stage of one run; ``every`` > 0 also saves every that many steps."""
 
-    def __init__(self, path: Path, key: dict[str, Any], every: int = 0, writer: bool = True):
+    def __init__(self, path: Path, key: dict[str, Any], every: int = 0, writer: bool = True,
+                 discard_stale: bool = False):
         self.path = Path(path)
+        self.discard_stale = discard_stale  # another config's state: start the stage afresh instead of refusing
         self.key = key_digest(key)
         self.every = int(every)
         self.writer = writer  # only rank 0 writes under torchrun
@@ -71,6 +73,8 @@ class StageCheckpoint:
             return None
         state = load_weights_only(self.path)
         if not isinstance(state, dict) or state.get("key") != self.key:
+            if self.discard_stale:
+                return None
             raise UsageError(f"{self.path} was written by another configuration (its key does not match); "
                              f"remove it or start the run again with --overwrite")
         self.saved = {"epoch": state["epoch"], "step": state["step"]}

@@ -153,12 +153,20 @@ def _blame(kind: str, name: str, parts: Parts) -> Iterator[None]:
         raise RunFailed(f"{kind} '{name}' from {parts.origins[kind]} failed: {type(exc).__name__}: {exc}") from exc
 
 
+def finish_run(checkpoint_dir: Path) -> None:
+    """After a run's files are all written: its stage states and finished stages are no longer needed."""
+    import shutil
+
+    if ddp.is_main():
+        shutil.rmtree(Path(checkpoint_dir) / RESUME_DIR, ignore_errors=True)
+
+
 def _safe(stage: str) -> str:
     return stage.replace(":", "-").replace("/", "-")
 
 
 def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
-        checkpoint_dir: Path | None = None) -> RunResult:
+        checkpoint_dir: Path | None = None, discard_stale: bool = False) -> RunResult:
     """Run the whole protocol. With ``checkpoint_dir`` each stage saves its state there as it trains and
     a rerun with the same directory continues from it; the final weights are written there too."""
     from ..report import NullReporter
@@ -175,6 +183,8 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
     seed_everything(cfg.seed)
     parts = build_parts(cfg, cache.root)
     task, occlusion, distiller, dataset = parts.task, parts.occlusion, parts.distiller, parts.dataset
+    if hasattr(dataset, "faces_dir"):  # resized faces go to this run's cache, or nowhere lasting (--no-cache)
+        dataset.faces_dir = cache.root / "faces" if cache.root is not None else None
     channels = cfg.channels or dataset.native_channels
     reporter.info(f"{cfg.task} · {cfg.occlusion} · {cfg.distiller} · {cfg.backbone} on {cfg.dataset} "
                   f"({cfg.image_size}px, {'grey' if channels == 1 else 'RGB'}, device {device})")
@@ -213,7 +223,8 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         checkpoint = None
         if checkpoint_dir is not None:
             checkpoint = StageCheckpoint(checkpoint_dir / RESUME_DIR / f"{_safe(stage)}.state.pt", key,
-                                         every=cfg.checkpoint_every, writer=ddp.is_main())
+                                         every=cfg.checkpoint_every, writer=ddp.is_main(),
+                                         discard_stale=discard_stale)
         return StageContext(stage=stage, model=model, task=task, train=train, val=val, view=view,
                             epochs=epochs, batch_size=cfg.batch_size, lr=lr, weight_decay=cfg.weight_decay,
                             device=device, seed=cfg.seed, num_workers=cfg.num_workers, teacher=teacher,
@@ -225,13 +236,16 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
 
     def cached_stage(stage: str, kind: str, key: dict[str, Any], train_fn, template=None) -> FaceModel:
         t = time.perf_counter()
-        hit = stages.get(_safe(stage), key) or cache.get(kind, key)
+        hit = stages.get(_safe(stage), key)
+        source = "this run's checkpoints (finished before an interruption)"
+        if hit is None:
+            hit, source = cache.get(kind, key), "the run cache"
         if hit is not None:
             model = new_model(initial_weights=False) if stage == "teacher" else \
                 (template() if template is not None else copy.deepcopy(teacher))
             model.load_state_dict(hit["state_dict"])
             histories[stage] = hit["history"]
-            reporter.info(f"{stage}: reused from the run cache")
+            reporter.info(f"{stage}: reused from {source}")
         else:
             model, histories[stage] = train_fn()
             cache.put(kind, key, model.state_dict(), histories[stage])
@@ -352,11 +366,9 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
     }
     models = {"teacher": teacher, "baseline": baseline, "student": student}
     if checkpoint_dir is not None and ddp.is_main():
-        import shutil
-
         from .cache import atomic_torch_save
 
-        shutil.rmtree(checkpoint_dir / RESUME_DIR, ignore_errors=True)  # the run is whole: states not needed
+        # checkpoints/resume/ stays until the caller has written everything else (then finish_run)
         for name, model in models.items():
             atomic_torch_save({"state_dict": model.state_dict(), "task": task.state(),
                                "backbone": cfg.backbone, "image_size": cfg.image_size, "channels": channels},

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import copy
+import json
 import math
 import random
 import signal
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -173,18 +175,27 @@ class _StopRequest:
 
     def __init__(self, enabled: bool):
         self.requested = False
+        self._first = 0.0
         self._old = None
         if enabled and threading.current_thread() is threading.main_thread():
             self._old = signal.signal(signal.SIGINT, self._handle)
 
     def _handle(self, signum, frame) -> None:
-        if self.requested:
+        now = time.monotonic()
+        # under torchrun a Ctrl-C arrives twice, from the terminal and from torchrun: one second apart counts once
+        if self.requested and now - self._first > 1.0:
             raise KeyboardInterrupt
-        self.requested = True
+        if not self.requested:
+            self.requested, self._first = True, now
 
     def restore(self) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
+
+
+def _quiet_worker(worker_id: int) -> None:
+    """Loader workers leave Ctrl-C to the main process, which saves a checkpoint before stopping."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
@@ -250,6 +261,9 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
     best_state: dict[str, torch.Tensor] | None = None
     saved = ctx.checkpoint.load() if ctx.checkpoint is not None else None
     if saved is not None:
+        if saved.get("world_size", 1) != world:
+            raise UsageError(f"stage '{ctx.stage}' was checkpointed on {saved.get('world_size', 1)} process(es); "
+                             f"resume it on as many (now {world})")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
@@ -257,15 +271,20 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
         criterion.load_state_dict(saved["criterion"])
         set_rng_state(saved["rng"])
         start_epoch, start_batch, step = saved["epoch"], saved["batch"], saved["step"]
-        sums, best_score, best_state = dict(saved["sums"]), saved["best_score"], saved["best_state"]
-        ctx.history[:] = saved["history"]
+        # the saved sums are over every rank: rank 0 carries them on, the others restart at 0
+        sums = {k: (v if rank == 0 else 0.0) for k, v in saved["sums"].items()}
+        best_score, best_state = saved["best_score"], saved["best_state"]
+        ctx.history[:] = json.loads(saved["history"])
 
     def snapshot(epoch: int, batch: int) -> dict[str, Any]:
-        return {"stage": ctx.stage, "epoch": epoch, "batch": batch, "step": step, "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "scaler": scaler.state_dict(), "criterion": criterion.state_dict(), "rng": rng_state(),
-                "sums": dict(sums), "best_score": best_score, "best_state": best_state,
-                "history": list(ctx.history)}
+        # every rank reaches each save point at the same step, so the loss sums can be added up here;
+        # history travels as JSON (a plugin's metrics may be numpy scalars, which weights-only loading refuses)
+        return {"stage": ctx.stage, "epoch": epoch, "batch": batch, "step": step, "world_size": world,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "criterion": criterion.state_dict(), "rng": rng_state(), "sums": ddp.sum_across(dict(sums)),
+                "best_score": None if best_score is None else float(best_score), "best_state": best_state,
+                "history": json.dumps(ctx.history, default=float)}
 
     every = ctx.checkpoint.every if ctx.checkpoint is not None else 0
     stop = _StopRequest(enabled=ctx.checkpoint is not None)
@@ -280,7 +299,11 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
                 sums = {}
             loader = DataLoader(ctx.train, batch_size=per_rank, sampler=EpochOrder(len(ctx.train), ctx.seed, epoch,
                                                                                    rank, world, first * per_rank),
-                                num_workers=ctx.num_workers, drop_last=drop_last, pin_memory=device.type == "cuda")
+                                num_workers=ctx.num_workers, drop_last=drop_last, pin_memory=device.type == "cuda",
+                                worker_init_fn=_quiet_worker if ctx.num_workers else None,
+                                # the loader's own seed from its own generator: the global RNG stream stays
+                                # the same whether an epoch starts at its beginning or is resumed part-way
+                                generator=torch.Generator().manual_seed(ctx.seed * 1000 + epoch))
             model.train()
             for b, batch in enumerate(loader, start=first):
                 x = batch[ctx.view].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
@@ -303,6 +326,8 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
                             + "try a lower learning rate")
                     optimizer.zero_grad(set_to_none=True)
                     scaler.scale(loss).backward()
+                    if world > 1:
+                        ddp.average_gradients(criterion.parameters())
                     scaler.step(optimizer)
                     scaler.update()
                 except torch.cuda.OutOfMemoryError as exc:
@@ -336,6 +361,11 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
                 ctx.checkpoint.save(snapshot(epoch + 1, 0))
             if progress:
                 progress.note(f"ep {epoch + 1}/{ctx.epochs} val {ctx.task.metric} {score:.1f} (best {best_score:.1f})")
+        requested = stop.requested  # a Ctrl-C during the last evaluation: the epoch's checkpoint is saved
+        if world > 1:
+            requested = ddp.sum_across({"stop": float(requested)})["stop"] > 0
+        if requested and ctx.checkpoint is not None:
+            raise Interrupted(f"interrupted in stage '{ctx.stage}' after its last epoch; " + ctx.checkpoint.describe())
     finally:
         stop.restore()
         if progress:
