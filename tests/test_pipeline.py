@@ -145,7 +145,10 @@ def test_failure_inside_a_run_leaves_no_run_directory(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err
     assert "kaboom" in err and "Traceback" not in err
     assert "distiller 'exploding' from tests" in err
-    assert list(tmp_path.iterdir()) == []  # neither the run nor the parent it would have created
+    # no run directory; the teacher and baseline had finished, so the hidden partial run stays for --resume
+    assert not (tmp_path / "deep" / "run").exists()
+    assert "continue with: occdistill run --resume" in err
+    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == [".run.partial"]
 
 
 def test_teacher_is_frozen_and_unchanged_by_distillation():
