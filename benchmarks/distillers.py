@@ -16,13 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 from occlusion_distill import __version__
+from occlusion_distill.bench.stats import mean_std
 from occlusion_distill.config import RunConfig, parse_kv
 from occlusion_distill.engine.cache import ModelCache, default_cache_dir
 from occlusion_distill.engine.pipeline import run
@@ -30,12 +30,6 @@ from occlusion_distill.engine.rundir import write_json, write_text
 from occlusion_distill.report import RichReporter
 
 FIELDS = ("teacher_clean", "teacher_occluded", "baseline", "student", "gap_closed")
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    if not values:  # e.g. gap closed, undefined on every seed
-        return float("nan"), float("nan")
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
 def main() -> None:

@@ -291,9 +291,9 @@ def check_suite(suite: Suite, reporter: Any = None) -> dict[str, RunConfig]:
         probe = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "seed"}, sort_keys=True, default=str)
         if probe not in checked:
             try:
-                preflight(cfg)
+                dataset = preflight(cfg).dataset
                 for split in ("train", "val", "test"):
-                    if preflight_size(cfg, split) < 1:
+                    if dataset.size(split) < 1:
                         raise UsageError(f"the {split} split is empty")
             except OccdistillError as exc:
                 fld = _field_of(str(exc), cfg)
@@ -302,11 +302,6 @@ def check_suite(suite: Suite, reporter: Any = None) -> dict[str, RunConfig]:
         for seed in suite.seeds:
             configs[f"{cell.id}#{seed}"] = cell.config(seed, suite.preset)
     return configs
-
-
-def preflight_size(cfg: RunConfig, split: str) -> int:
-    dataset, _ = registry("datasets").build(cfg.dataset, **cfg.dataset_args)
-    return dataset.size(split)
 
 
 def _field_of(message: str, cfg: RunConfig) -> str:

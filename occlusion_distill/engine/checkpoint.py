@@ -44,13 +44,13 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def load_weights_only(path: Path) -> Any:
-    """``torch.load`` with ``weights_only=True``; a file that needs arbitrary code is refused."""
+def load_weights_only(path: Path, advice: str = "") -> Any:
+    """``torch.load`` with ``weights_only=True``: code hidden in a pickle is never run; such a file is refused."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         raise UsageError(f"{path} is not a weights-only file (it needs arbitrary code to unpickle); "
-                         f"refusing to load it") from exc
+                         f"refusing to load it{advice}") from exc
     except Exception as exc:
         raise UsageError(f"cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 

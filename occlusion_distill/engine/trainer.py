@@ -188,6 +188,14 @@ class _StopRequest:
         if not self.requested:
             self.requested, self._first = True, now
 
+    def agreed(self) -> bool:
+        """Whether any rank was asked to stop: every rank then stops at the same step."""
+        from . import distributed as ddp
+
+        if ddp.world_size() == 1:
+            return self.requested
+        return ddp.sum_across({"stop": float(self.requested)})["stop"] > 0
+
     def restore(self) -> None:
         if self._old is not None:
             signal.signal(signal.SIGINT, self._old)
@@ -339,9 +347,7 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
                     sums[k] = sums.get(k, 0.0) + float(v.detach())
                 if progress:
                     progress.advance(1)
-                requested = stop.requested
-                if world > 1:  # every rank stops at the same step
-                    requested = ddp.sum_across({"stop": float(requested)})["stop"] > 0
+                requested = stop.agreed()
                 if requested or (every and step % every == 0 and b + 1 < per_epoch):
                     if ctx.checkpoint is not None:
                         ctx.checkpoint.save(snapshot(epoch, b + 1))
@@ -361,10 +367,8 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
                 ctx.checkpoint.save(snapshot(epoch + 1, 0))
             if progress:
                 progress.note(f"ep {epoch + 1}/{ctx.epochs} val {ctx.task.metric} {score:.1f} (best {best_score:.1f})")
-        requested = stop.requested  # a Ctrl-C during the last evaluation: the epoch's checkpoint is saved
-        if world > 1:
-            requested = ddp.sum_across({"stop": float(requested)})["stop"] > 0
-        if requested and ctx.checkpoint is not None:
+        # a Ctrl-C during the last evaluation: the epoch's checkpoint is saved already
+        if stop.agreed() and ctx.checkpoint is not None:
             raise Interrupted(f"interrupted in stage '{ctx.stage}' after its last epoch; " + ctx.checkpoint.describe())
     finally:
         stop.restore()

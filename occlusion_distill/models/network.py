@@ -5,8 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import NamedTuple
 
-import pickle
-
 import torch
 import torch.nn as nn
 
@@ -56,14 +54,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"weights file not found: {path}")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UsageError(f"{path} is not a weights-only file (it needs arbitrary code to unpickle); "
-                         f"refusing to load it. Save a plain state_dict instead") from exc
-    except Exception as exc:
-        raise UsageError(f"cannot read weights from {path}: {type(exc).__name__}: "
-                         f"{str(exc).splitlines()[0] if str(exc) else ''}") from exc
+    from ..engine.checkpoint import load_weights_only
+
+    obj = load_weights_only(path, advice=". Save a plain state_dict instead")
     for key in ("state_dict", "model", "backbone"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
             obj = obj[key]
