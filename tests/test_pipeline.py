@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -134,21 +135,31 @@ def test_failure_inside_a_run_leaves_no_run_directory(tmp_path, monkeypatch, cap
         def forward(self, student, targets, teacher=None):
             raise RuntimeError("kaboom")
 
-    registry("distillers").add("exploding", Exploding, origin="tests")
-    try:
+    def explode(out: Path) -> str:
+        # a cache of this test's own: whether teacher and baseline are trained here must not depend on
+        # which tests ran before in the same worker
         with pytest.raises(SystemExit) as exit_info:
             cli_module.main(["run", "--distiller", "exploding", "--preset", "smoke", "--epochs", "1",
-                             "--out", str(tmp_path / "deep" / "run")])
+                             "--cache-dir", str(tmp_path / "cache"), "--out", str(out)])
+        assert exit_info.value.code == 4  # a failure during the run
+        err = capsys.readouterr().err
+        assert "kaboom" in err and "Traceback" not in err
+        assert "distiller 'exploding' from tests" in err
+        return err
+
+    registry("distillers").add("exploding", Exploding, origin="tests")
+    try:
+        # teacher and baseline trained in this run: the hidden partial run stays for --resume
+        err = explode(tmp_path / "deep" / "run")
+        assert not (tmp_path / "deep" / "run").exists()
+        assert "continue with: occdistill run --resume" in err
+        assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == [".run.partial"]
+        # teacher and baseline from the cache: this run finished nothing of its own, so nothing is left
+        err = explode(tmp_path / "again" / "run")
+        assert "--resume" not in err
+        assert not (tmp_path / "again").exists() or not any((tmp_path / "again").iterdir())
     finally:
         registry("distillers").unregister("exploding")
-    assert exit_info.value.code == 4  # a failure during the run
-    err = capsys.readouterr().err
-    assert "kaboom" in err and "Traceback" not in err
-    assert "distiller 'exploding' from tests" in err
-    # no run directory; the teacher and baseline had finished, so the hidden partial run stays for --resume
-    assert not (tmp_path / "deep" / "run").exists()
-    assert "continue with: occdistill run --resume" in err
-    assert sorted(p.name for p in (tmp_path / "deep").iterdir()) == [".run.partial"]
 
 
 def test_teacher_is_frozen_and_unchanged_by_distillation():
