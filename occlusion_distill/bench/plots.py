@@ -55,13 +55,15 @@ def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[
     seen: set[str] = set()
     for x, m, s, colour, name, score in bars:
         clipped = score == "teacher_occluded" and not math.isnan(m) and (m < bottom or m > top)
-        value = min(max(m, bottom), top) if clipped else m
+        # a bar cut at the bottom would have no height: a short hatched stub marks where it is
+        stub = bottom + 0.06 * (top - bottom)
+        value = (stub if m < bottom else top) if clipped else m
         ax.bar(x, value - bottom, width * 0.92, bottom=bottom, yerr=None if clipped else s, capsize=2.5,
                color=colour, label=None if name in seen else name, hatch="//" if clipped else None,
                error_kw={"elinewidth": 1, "ecolor": "#333333"})
         seen.add(name)
         if clipped:
-            ax.text(x, (bottom + 0.04 * (top - bottom)) if m < bottom else top - 0.04 * (top - bottom),
+            ax.text(x, (stub + 0.02 * (top - bottom)) if m < bottom else top - 0.04 * (top - bottom),
                     f"{m:.1f}", ha="center", va="bottom" if m < bottom else "top", fontsize=7, rotation=90)
     ax.set_ylim(bottom, top)
     ax.set_xticks(range(len(occlusions)), occlusions)
