@@ -64,7 +64,8 @@ def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[
         seen.add(name)
         if clipped:
             ax.text(x, (stub + 0.02 * (top - bottom)) if m < bottom else top - 0.04 * (top - bottom),
-                    f"{m:.1f}", ha="center", va="bottom" if m < bottom else "top", fontsize=7, rotation=90)
+                    f"{m:.1f}", ha="center", va="bottom" if m < bottom else "top", fontsize=7, rotation=90,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1.0})  # legible over the hatching
     ax.set_ylim(bottom, top)
     ax.set_xticks(range(len(occlusions)), occlusions)
     ax.set_xlabel("occlusion (student and scores on occluded test faces)")
@@ -108,7 +109,7 @@ def gap_heatmap(path: Path, cells: list["CellStats"]) -> None:
         grid[i, j] = m
         if not math.isnan(m):
             mark = (" ▲" if c.better else " ▼") if c.significant else ""
-            text[i][j] = f"{m:.0f}% ± {s:.0f}{mark}"
+            text[i][j] = f"{m:.1f}% ± {s:.1f}{mark}"  # as in summary.md; whole percents showed "-0%"
         else:
             text[i][j] = "no gap"
     finite = grid[np.isfinite(grid)]
