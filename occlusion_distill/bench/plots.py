@@ -53,10 +53,12 @@ def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[
     bottom = max(0.0, low - 0.2 * span)
     top = high + 0.15 * span
     seen: set[str] = set()
+    # a bar cut at the bottom would have no height: a short hatched stub marks where it is
+    stub = bottom + 0.06 * (top - bottom)
+    any_clipped = False
     for x, m, s, colour, name, score in bars:
         clipped = score == "teacher_occluded" and not math.isnan(m) and (m < bottom or m > top)
-        # a bar cut at the bottom would have no height: a short hatched stub marks where it is
-        stub = bottom + 0.06 * (top - bottom)
+        any_clipped |= clipped
         value = (stub if m < bottom else top) if clipped else m
         ax.bar(x, value - bottom, width * 0.92, bottom=bottom, yerr=None if clipped else s, capsize=2.5,
                color=colour, label=None if name in seen else name, hatch="//" if clipped else None,
@@ -72,7 +74,7 @@ def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[
     ax.set_ylabel(f"test {metric_label(first[0])}", fontsize=9)
     seeds = len(first[0].seeds)
     notes = ["axis does not start at 0" if bottom > 0 else "", "hatched: cut at the axis, value written"
-             if any(score == "teacher_occluded" and (m < bottom or m > top) for _, m, _, _, _, score in bars) else ""]
+             if any_clipped else ""]
     notes = [n for n in notes if n]
     ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} · {task}: mean ± std over {seeds} seed{'s' * (seeds != 1)}"
                  + (f"\n({'; '.join(notes)})" if notes else ""), fontsize=10)
