@@ -266,6 +266,70 @@ def preview_cmd(occlusion: str, dataset: str, data_dir: Path | None, split: str,
     RichReporter().info(f"{len(faces)} faces -> {out} ({out.stat().st_size / 1024:.0f} KB)")
 
 
+@cli.command("check-plugin")
+@click.argument("names", nargs=-1)
+@click.option("--all", "check_all", is_flag=True, help="Check every registered occlusion and distiller.")
+@click.option("--kind", type=click.Choice(["occlusions", "distillers"]), default=None,
+              help="The plugin kind, for a name that is both an occlusion and a distiller.")
+@click.option("--option", "options", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Option for the plugin's constructor (repeatable), e.g. opacity=0.8.")
+@click.option("--task", "tasks", type=PluginName("tasks"), multiple=True,
+              help="Task(s) a distiller trains on [default: expression and age].")
+@click.option("--min-speed", type=click.FloatRange(min=0), default=None, metavar="RATIO",
+              help="Slowest acceptable occlusion, as a multiple of CoarseDropout's images/s [default: 0.1].")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Also write the results as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.pass_context
+def check_plugin_cmd(ctx: click.Context, names: tuple[str, ...], check_all: bool, kind: str | None,
+                     options: dict[str, Any], tasks: tuple[str, ...], min_speed: float | None, json_path: Path | None,
+                     quiet: bool) -> None:
+    """Check occlusion and distiller plugins against the contract; exit 1 when a check fails.
+
+    Occlusions: same seed gives the same output, keypoints unchanged, shape, dtype and channels kept on
+    grey and RGB faces, pixels changed only inside the coverage mask; the share of each face region
+    hidden and the speed against CoarseDropout are measured. Distillers: a few training steps on
+    built-in faces for expression and age, finite loss terms, gradients that reach the student and
+    not the teacher, a student that reloads from its weights.
+    """
+    from .checks import DEFAULT_MIN_SPEED, DISTILLER_TASKS, check_plugin, planned_checks, resolve_kind
+    from .engine.rundir import write_json
+    from .report import RichReporter
+
+    if check_all == bool(names):
+        raise UsageError("name the plugins to check, or pass --all (not both)")
+    if check_all and options:
+        raise UsageError("--option applies to one named plugin, not to --all")
+    if options and len(names) > 1:
+        raise UsageError("--option applies to one named plugin; check the others separately")
+    targets = [(k, n) for k in ("occlusions", "distillers") if kind in (None, k) for n in registry(k).names()] \
+        if check_all else [(resolve_kind(n, kind), n) for n in names]
+    tasks = tasks or DISTILLER_TASKS
+    if options:  # options are the user's input: a bad one is a usage error, not a failed check
+        k, name = targets[0]
+        registry(k).build(name, **options, **({"task": registry("tasks").create(tasks[0])}
+                                              if k == "distillers" else {}))
+    reporter = RichReporter(quiet=quiet)
+    reports = []
+    for k, name in targets:
+        bar = reporter.stage(f"check {name}", planned_checks(k, tasks))
+        try:
+            report = check_plugin(name, k, options, tasks=tasks, tick=bar.advance,
+                                  min_speed=DEFAULT_MIN_SPEED if min_speed is None else min_speed)
+        finally:
+            bar.close()
+        reporter.plugin_check(report.as_dict())
+        reports.append(report)
+    failed = [r.name for r in reports if not r.passed]
+    if json_path is not None:
+        write_json(json_path, {"plugins": [r.as_dict() for r in reports]})
+        reporter.info(f"results -> {json_path}")
+    if failed:
+        reporter.error(f"{len(failed)} of {len(reports)} plugin(s) failed the contract: {', '.join(failed)}")
+        ctx.exit(1)
+    reporter.info(f"{len(reports)} plugin(s) passed every check")
+
+
 @cli.group("data")
 def data_group() -> None:
     """Prepare real data sets once (faces, labels, landmarks) and inspect prepared data."""
@@ -505,7 +569,9 @@ def main(argv: list[str] | None = None) -> None:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PluginLoadWarning)
         try:
-            cli.main(args=args, prog_name="occdistill", standalone_mode=False)
+            # without standalone mode, click returns the code of ``ctx.exit(code)`` instead of raising it
+            returned = cli.main(args=args, prog_name="occdistill", standalone_mode=False)
+            code = returned if isinstance(returned, int) else 0
         except click.exceptions.Exit as exc:
             code = exc.exit_code
         except click.exceptions.Abort:

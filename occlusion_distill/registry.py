@@ -129,6 +129,11 @@ class Registry:
                 self.load_warnings.append(msg)
                 warnings.warn(msg, PluginLoadWarning, stacklevel=2)
                 continue
+            existing = self._entries.get(ep.name)
+            if existing is not None and existing.obj is obj:
+                # the plugin also used our decorator on import: one plugin, credited to its package
+                self._entries[ep.name] = Entry(ep.name, obj, existing.description, origin)
+                continue
             try:
                 self.add(ep.name, obj, origin=origin)
             except PluginError as clash:

@@ -145,6 +145,22 @@ class RichReporter:
                 table.add_row(e["name"], e["description"], e["origin"])
             self.out.print(table)
 
+    def plugin_check(self, report: dict[str, Any]) -> None:
+        """One plugin's contract checks: a row per check, pass or FAIL, and what was seen."""
+        verdict = Text("passed", style="green") if report["passed"] else Text("FAILED", style="bold red")
+        title = Text.assemble((report["name"], "bold"), f" ({report['kind'][:-1]}, {report['origin']}): ", verdict)
+        table = Table(title=title, title_justify="left")
+        by_task = any(r.get("task") for r in report["results"])
+        table.add_column("check", no_wrap=True)
+        if by_task:
+            table.add_column("task", no_wrap=True)
+        table.add_column("", no_wrap=True)
+        table.add_column("detail")
+        for r in report["results"]:
+            verdict = Text("pass", style="green") if r["passed"] else Text("FAIL", style="bold red")
+            table.add_row(r["check"], *([r["task"] or ""] if by_task else []), verdict, Text(r["detail"]))
+        self.out.print(table)
+
     def occlusion_bench(self, result: dict[str, Any]) -> None:
         ref = result["reference"]
         setup = result["setup"]

@@ -188,3 +188,18 @@ def test_clash_with_a_builtin_is_raised_on_every_lookup_naming_both_origins(tmp_
         with pytest.raises(PluginError, match="occdistill-clash==1.2.3") as err:
             lookup()
         assert "built-in" in str(err.value)
+
+
+def test_plugin_that_also_uses_the_decorator_is_credited_to_its_package(tmp_path, cli):
+    # an author who copies a built-in's ``@occlusions.register(...)`` besides the entry point: one plugin,
+    # not a clash with itself
+    source = PLUGIN_SOURCE.replace("class Stripe", "from occlusion_distill.registry import occlusions\n\n"
+                                   "@occlusions.register('dotted')\nclass Stripe")
+    make_distribution(tmp_path, "occdistill-dotted", "occd_dotted_plugin", source,
+                      {"occlusion_distill.occlusions": {"dotted": "occd_dotted_plugin:Stripe"}})
+    env = {"PYTHONPATH": str(tmp_path) + ":" + ":".join(sys.path)}
+    res = cli("list", "occlusions", "--json", env=env)
+    assert res.returncode == 0, res.stderr
+    dotted = [e for e in __import__("json").loads(res.stdout)["occlusions"] if e["name"] == "dotted"]
+    assert dotted == [{"name": "dotted", "description": "Hides a horizontal stripe through the eyes.",
+                       "origin": "occdistill-dotted==1.2.3"}]

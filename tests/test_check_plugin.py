@@ -1,0 +1,237 @@
+"""``check-plugin``: every built-in occlusion and distiller passes; deliberately broken ones fail, each for
+its own reason, with a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from occlusion_distill.checks import OCCLUSION_CHECKS, check_plugin
+from occlusion_distill.distillers import Distiller, SoftTargetKD
+from occlusion_distill.occlusions import LowerHalf
+from occlusion_distill.registry import BUILTIN_ORIGIN, registry
+
+from test_registry import make_distribution
+
+BUILTIN_OCCLUSIONS = [e.name for e in registry("occlusions").entries() if e.origin.startswith(BUILTIN_ORIGIN)]
+
+
+def failed(report) -> dict[str, str]:
+    return {r.check: r.detail for r in report.results if not r.passed}
+
+
+@pytest.mark.parametrize("name", BUILTIN_OCCLUSIONS)
+def test_builtin_occlusions_pass(name):
+    report = check_plugin(name, "occlusions")
+    assert report.passed, failed(report)
+    assert [r.check for r in report.results] == list(OCCLUSION_CHECKS)
+    speed = report.results[-1].detail
+    assert "images/s" in speed and "CoarseDropout" in speed
+
+
+# -- deliberately broken occlusions: each breaks one point of the contract --------------------------
+
+class MovesKeypoints(LowerHalf):
+    """Broken: shifts the landmarks."""
+
+    def apply_to_keypoints(self, keypoints, **params):
+        out = np.array(keypoints, copy=True)
+        out[:, 1] += 3.0
+        return out
+
+
+class IgnoresSeed(LowerHalf):
+    """Broken: draws its randomness from numpy's global generator."""
+
+    def sample(self, landmarks, shape):
+        return {**super().sample(landmarks, shape), "shade": int(np.random.randint(0, 255))}
+
+    def draw(self, image, shade=0, **params):
+        out = image.copy()
+        out[self.coverage(image.shape[:2], **params)] = shade
+        return out
+
+
+class PaintsInPlace(LowerHalf):
+    """Broken: paints on the caller's image."""
+
+    def draw(self, image, **params):
+        image[self.coverage(image.shape[:2], **params)] = 0
+        return image
+
+
+class StraysOutside(LowerHalf):
+    """Broken: its coverage mask misses a frame it paints around the image."""
+
+    def draw(self, image, **params):
+        out = super().draw(image, **params)
+        out[0] = 255
+        return out
+
+
+class Slow(LowerHalf):
+    """Broken: 20 ms per face."""
+
+    def draw(self, image, **params):
+        time.sleep(0.02)
+        return super().draw(image, **params)
+
+
+class GreyOnly(LowerHalf):
+    """Broken: returns a grey image whatever it gets."""
+
+    def draw(self, image, **params):
+        out = super().draw(image, **params)
+        return out if out.ndim == 2 else out[..., 0]
+
+
+@pytest.fixture
+def broken():
+    added = []
+
+    def add(kind, name, obj):
+        registry(kind).add(name, obj, origin="broken-test==0")
+        added.append((kind, name))
+        return name
+
+    yield add
+    for kind, name in added:
+        registry(kind).unregister(name)
+
+
+@pytest.mark.parametrize("cls, check, reason", [
+    (MovesKeypoints, "keypoints unchanged in A.Compose", "keypoints moved by up to 3"),
+    (IgnoresSeed, "same seed, same output", "self.random_generator"),
+    (PaintsInPlace, "leaves its input unchanged", "modified in place"),
+    (StraysOutside, "draws only inside its coverage mask", "outside the coverage mask"),
+    (Slow, "speed against CoarseDropout", "below the 0.1x minimum"),
+    (GreyOnly, "RGB 112 px: shape, dtype kept", "out uint8 (112, 112)"),
+])
+def test_broken_occlusion_fails_the_check_it_breaks(broken, cls, check, reason):
+    report = check_plugin(broken("occlusions", f"broken-{cls.__name__.lower()}", cls), "occlusions")
+    bad = failed(report)
+    assert check in bad and reason in bad[check], bad
+    if cls in (MovesKeypoints, IgnoresSeed, StraysOutside, Slow):  # (the others break more than one point)
+        assert set(bad) == {check}, bad
+
+
+def test_occlusion_that_does_not_build_fails_every_check_with_the_reason(broken):
+    def factory():
+        raise ValueError("no such lens")
+
+    report = check_plugin(broken("occlusions", "broken-build", factory), "occlusions")
+    assert not report.passed
+    assert "no such lens" in report.results[0].detail
+    assert all(not r.passed for r in report.results)
+
+
+# -- distillers ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["finetune", "kd", "triplet", "combined"])
+def test_builtin_distillers_pass_on_a_class_and_a_regression_task(name):
+    report = check_plugin(name, "distillers")
+    assert report.passed, failed(report)
+    assert {r.task for r in report.results} == {"expression", "age"}
+
+
+class DetachedStudent(SoftTargetKD):
+    """Broken: its loss never reaches the student's weights."""
+
+    def __init__(self, task):
+        super().__init__(task)
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, student, targets, teacher=None):
+        loss = self.task.loss(student.logits.detach(), targets) * self.scale
+        return {"loss": loss}
+
+
+class TrainsTheTeacher(SoftTargetKD):
+    """Broken: runs the teacher in training mode, so its batch-norm statistics move."""
+
+    def forward(self, student, targets, teacher=None):
+        self._teacher.train()
+        with torch.no_grad():
+            self._teacher(torch.randn(4, 3, 40, 40))
+        return super().forward(student, targets, teacher)
+
+    def train_student(self, ctx):
+        self._teacher = ctx.teacher
+        return super().train_student(ctx)
+
+
+class NaNLoss(Distiller):
+    """Broken: a loss term that is NaN."""
+
+    def forward(self, student, targets, teacher=None):
+        loss = self.task.loss(student.logits, targets)
+        return {"loss": loss, "bad": torch.tensor(float("nan"))}
+
+
+class NotJSON(SoftTargetKD):
+    """Broken: settings that cannot go into config.json."""
+
+    def hparams(self):
+        return {"tau": object()}
+
+
+@pytest.mark.parametrize("cls, check, reason", [
+    (DetachedStudent, "gradients reach the student", "no parameter of the student"),
+    (TrainsTheTeacher, "teacher untouched", "changed"),
+    (NaNLoss, "loss terms finite", "'bad' is nan"),
+    (NotJSON, "builds, settings are JSON", "must be JSON"),
+])
+def test_broken_distiller_fails_the_check_it_breaks(broken, cls, check, reason):
+    report = check_plugin(broken("distillers", f"broken-{cls.__name__.lower()}", cls), "distillers",
+                          tasks=("expression",))
+    bad = failed(report)
+    assert check in bad and reason in bad[check], bad
+
+
+# -- the command --------------------------------------------------------------------------------------
+
+BROKEN_PLUGIN = '''
+import numpy as np
+from occlusion_distill.occlusions import LowerHalf
+
+class MovesKeypoints(LowerHalf):
+    """Hides the lower half and, wrongly, moves the landmarks."""
+    def apply_to_keypoints(self, keypoints, **params):
+        out = np.array(keypoints, copy=True)
+        out[:, 0] += 2.0
+        return out
+'''
+
+
+def test_command_passes_builtins_and_exits_1_naming_a_broken_installed_plugin(tmp_path, cli):
+    make_distribution(tmp_path, "occdistill-wonky", "occd_wonky_plugin", BROKEN_PLUGIN,
+                      {"occlusion_distill.occlusions": {"wonky": "occd_wonky_plugin:MovesKeypoints"}})
+    env = {"PYTHONPATH": str(tmp_path) + ":" + ":".join(sys.path), "COLUMNS": "200"}
+    ok = cli("check-plugin", "upper-half", "--quiet", env=env)
+    assert ok.returncode == 0, ok.stderr
+    assert "upper-half" in ok.stdout and "passed" in ok.stdout and "FAIL" not in ok.stdout
+
+    res = cli("check-plugin", "wonky", "--quiet", "--json", tmp_path / "checks.json", env=env)
+    assert res.returncode == 1, res.stderr
+    assert "occdistill-wonky==1.2.3" in res.stdout and "FAILED" in res.stdout
+    assert "keypoints moved by up to 2" in res.stdout
+    assert "Traceback" not in res.stderr
+    assert res.stderr.strip().splitlines()[-1] == "occdistill: error: 1 of 1 plugin(s) failed the contract: wonky"
+    saved = json.loads((tmp_path / "checks.json").read_text())["plugins"][0]
+    assert saved["name"] == "wonky" and saved["passed"] is False
+    assert [r["check"] for r in saved["results"] if not r["passed"]] == ["keypoints unchanged in A.Compose"]
+
+
+def test_command_rejects_bad_input_in_one_line(cli):
+    for args, message in ((["nosuch"], "no occlusion or distiller is named 'nosuch'"),
+                          ([], "name the plugins to check, or pass --all"),
+                          (["mask", "--option", "colours=purple"], "unknown colour 'purple'"),
+                          (["kd", "mask", "--option", "tau=2"], "--option applies to one named plugin")):
+        res = cli("check-plugin", *args, "--quiet")
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode != 0 and len(lines) == 1 and message in lines[0], res.stderr
