@@ -88,6 +88,14 @@ def resolve_kind(name: str, kind: str | None = None) -> str:
     if len(found) > 1:
         raise UsageError(f"'{name}' is both an occlusion and a distiller: say which with --kind")
     if not found:
+        from .registry import KINDS
+
+        other = [k for k in KINDS if k not in CHECKED_KINDS and name in registry(k).names()]
+        if other:
+            option = f"--distiller triplet --distiller-arg miner={name}" if other[0] == "miners" else \
+                f"--{other[0][:-1]} {name}"
+            raise UsageError(f"'{name}' is a {other[0][:-1]}: check-plugin checks occlusions and distillers; "
+                             f"try a smoke run instead: occdistill run --preset smoke {option}")
         close = [registry(k).unknown_message(name) for k in CHECKED_KINDS]
         raise UsageError(f"no occlusion or distiller is named '{name}' ({close[0]}; {close[1]})")
     return found[0]

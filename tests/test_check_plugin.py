@@ -25,9 +25,15 @@ def failed(report) -> dict[str, str]:
     return {r.check: r.detail for r in report.results if not r.passed}
 
 
+# Speed targets belong to benchmarks, not tests: the built-ins run at 0.2-0.9x CoarseDropout, and here the
+# floor is far below that (0.02x instead of the command's 0.1x), so a busy CI machine cannot fail them.
+# The floor itself is tested with a plugin 100x too slow (``Slow`` below).
+CI_MIN_SPEED = 0.02
+
+
 @pytest.mark.parametrize("name", BUILTIN_OCCLUSIONS)
 def test_builtin_occlusions_pass(name):
-    report = check_plugin(name, "occlusions")
+    report = check_plugin(name, "occlusions", min_speed=CI_MIN_SPEED)
     assert report.passed, failed(report)
     assert [r.check for r in report.results] == list(OCCLUSION_CHECKS)
     speed = report.results[-1].detail
@@ -113,7 +119,8 @@ def broken():
     (GreyOnly, "RGB 112 px: shape, dtype kept", "out uint8 (112, 112)"),
 ])
 def test_broken_occlusion_fails_the_check_it_breaks(broken, cls, check, reason):
-    report = check_plugin(broken("occlusions", f"broken-{cls.__name__.lower()}", cls), "occlusions")
+    report = check_plugin(broken("occlusions", f"broken-{cls.__name__.lower()}", cls), "occlusions",
+                          min_speed=0.1 if cls is Slow else CI_MIN_SPEED)
     bad = failed(report)
     assert check in bad and reason in bad[check], bad
     if cls in (MovesKeypoints, IgnoresSeed, StraysOutside, Slow):  # (the others break more than one point)
@@ -212,7 +219,7 @@ def test_command_passes_builtins_and_exits_1_naming_a_broken_installed_plugin(tm
     make_distribution(tmp_path, "occdistill-wonky", "occd_wonky_plugin", BROKEN_PLUGIN,
                       {"occlusion_distill.occlusions": {"wonky": "occd_wonky_plugin:MovesKeypoints"}})
     env = {"PYTHONPATH": str(tmp_path) + ":" + ":".join(sys.path), "COLUMNS": "200"}
-    ok = cli("check-plugin", "upper-half", "--quiet", env=env)
+    ok = cli("check-plugin", "upper-half", "--quiet", "--min-speed", CI_MIN_SPEED, env=env)
     assert ok.returncode == 0, ok.stderr
     assert "upper-half" in ok.stdout and "passed" in ok.stdout and "FAIL" not in ok.stdout
 
@@ -230,6 +237,7 @@ def test_command_passes_builtins_and_exits_1_naming_a_broken_installed_plugin(tm
 def test_command_rejects_bad_input_in_one_line(cli):
     for args, message in ((["nosuch"], "no occlusion or distiller is named 'nosuch'"),
                           ([], "name the plugins to check, or pass --all"),
+                          (["age"], "'age' is a task: check-plugin checks occlusions and distillers"),
                           (["mask", "--option", "colours=purple"], "unknown colour 'purple'"),
                           (["kd", "mask", "--option", "tau=2"], "--option applies to one named plugin")):
         res = cli("check-plugin", *args, "--quiet")
