@@ -13,6 +13,7 @@ into ``student_template`` (what the run cache does), and the settings are JSON.
 from __future__ import annotations
 
 import copy
+import inspect
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -25,7 +26,9 @@ from .registry import Entry, registry
 
 CHECKED_KINDS = ("occlusions", "distillers")
 DISTILLER_TASKS = ("expression", "age")  # one classification and one regression task
-DEFAULT_MIN_SPEED = 0.1  # x CoarseDropout: the built-ins run at 0.36-0.87x, training needs far less
+# x CoarseDropout at 112 px on one thread, about 400-800 faces/s: the built-ins run at 0.26-0.87x, and
+# training on 2 CPU cores at 40 px consumes about 400 faces/s, so below this an occlusion slows training
+DEFAULT_MIN_SPEED = 0.05
 
 
 class CheckFailed(Exception):
@@ -97,7 +100,9 @@ def resolve_kind(name: str, kind: str | None = None) -> str:
             raise UsageError(f"'{name}' is a {other[0][:-1]}: check-plugin checks occlusions and distillers; "
                              f"try a smoke run instead: occdistill run --preset smoke {option}")
         close = [registry(k).unknown_message(name) for k in CHECKED_KINDS]
-        raise UsageError(f"no occlusion or distiller is named '{name}' ({close[0]}; {close[1]})")
+        raise UsageError(f"no occlusion or distiller is named '{name}' ({close[0]}; {close[1]}); if it is "
+                         f"your plugin: is its package installed in this environment, and reinstalled since "
+                         f"its entry points changed?")
     return found[0]
 
 
@@ -121,7 +126,8 @@ def planned_checks(kind: str, tasks: tuple[str, ...] = DISTILLER_TASKS) -> int:
 
 # -- occlusions --------------------------------------------------------------------------------------
 
-OCCLUSION_CHECKS = ("builds with these options", "leaves its input unchanged", "same seed, same output",
+OCCLUSION_CHECKS = ("builds with these options", "settings record every option", "leaves its input unchanged",
+                    "same seed, same output",
                     "keypoints unchanged in A.Compose", "RGB 112 px: shape, dtype kept",
                     "grey 48 px (H, W): shape, dtype kept", "grey 48 px (H, W, 1): shape, dtype kept",
                     "draws only inside its coverage mask", "coverage of each face region",
@@ -164,6 +170,27 @@ def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float =
                       for name in OCCLUSION_CHECKS[1:]]
         return c.results
     occ = built["occ"]
+
+    def settings_complete() -> str:
+        # settings() is what config.json shows and what the run cache keys on: an option it misses or
+        # reads as None would let a run reuse students trained with another value of it
+        settings = occ.settings()
+        params = [p for p in inspect.signature(type(occ).__init__).parameters.values()
+                  if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        missing = [p.name for p in params if p.name not in settings]
+        if missing:
+            raise CheckFailed(f"settings() lacks {', '.join(repr(m) for m in missing)}: list every option in "
+                              f"get_transform_init_args_names() and store it as self.<name>; the run cache keys "
+                              f"on settings(), so runs with other values would reuse the wrong models")
+        lost = [p.name for p in params if settings[p.name] is None and
+                (p.default is not None or options.get(p.name) is not None)]
+        if lost:
+            raise CheckFailed(f"settings() reads {', '.join(repr(m) for m in lost)} as None: store each option "
+                              f"as self.<name> (settings() reads the attribute of that name); the run cache keys "
+                              f"on settings(), so runs with other values would reuse the wrong models")
+        return f"{len(params)} options, all in settings() (config.json and the run cache key)"
+
+    c.run(OCCLUSION_CHECKS[1], settings_complete)
     faces = _faces(n_faces, 112, seed)
     seeds = [face_seed(seed, i) for i in range(n_faces)]
 
@@ -253,17 +280,17 @@ def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float =
         return text + f"; minimum {min_speed:g}x"
 
     grey48 = _faces(8, 48, seed + 1)
-    c.run(OCCLUSION_CHECKS[1], input_unchanged)
+    c.run(OCCLUSION_CHECKS[2], input_unchanged)
     # read-only from here, as memory-mapped prepared faces are: painting on the input fails loudly
     faces.images.flags.writeable = False
-    c.run(OCCLUSION_CHECKS[2], same_seed)
-    c.run(OCCLUSION_CHECKS[3], keypoints)
-    c.run(OCCLUSION_CHECKS[4], keeps_format(faces.images[:8], faces.landmarks[:8]))
-    c.run(OCCLUSION_CHECKS[5], keeps_format(_grey(grey48.images), grey48.landmarks))
-    c.run(OCCLUSION_CHECKS[6], keeps_format(_grey(grey48.images)[..., None], grey48.landmarks))
-    c.run(OCCLUSION_CHECKS[7], inside_coverage)
-    c.run(OCCLUSION_CHECKS[8], region_coverage)
-    c.run(OCCLUSION_CHECKS[9], speed)
+    c.run(OCCLUSION_CHECKS[3], same_seed)
+    c.run(OCCLUSION_CHECKS[4], keypoints)
+    c.run(OCCLUSION_CHECKS[5], keeps_format(faces.images[:8], faces.landmarks[:8]))
+    c.run(OCCLUSION_CHECKS[6], keeps_format(_grey(grey48.images), grey48.landmarks))
+    c.run(OCCLUSION_CHECKS[7], keeps_format(_grey(grey48.images)[..., None], grey48.landmarks))
+    c.run(OCCLUSION_CHECKS[8], inside_coverage)
+    c.run(OCCLUSION_CHECKS[9], region_coverage)
+    c.run(OCCLUSION_CHECKS[10], speed)
     return c.results
 
 

@@ -276,7 +276,7 @@ def preview_cmd(occlusion: str, dataset: str, data_dir: Path | None, split: str,
 @click.option("--task", "tasks", type=PluginName("tasks"), multiple=True,
               help="Task(s) a distiller trains on [default: expression and age].")
 @click.option("--min-speed", type=click.FloatRange(min=0), default=None, metavar="RATIO",
-              help="Slowest acceptable occlusion, as a multiple of CoarseDropout's images/s [default: 0.1].")
+              help="Slowest acceptable occlusion, as a multiple of CoarseDropout's images/s [default: 0.05].")
 @click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Also write the results as JSON.")
 @click.option("--quiet", is_flag=True, help="No progress bars.")

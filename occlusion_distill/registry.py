@@ -179,11 +179,15 @@ class Registry:
         entry = self.get(name)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         try:
-            inspect.signature(entry.obj).bind_partial(**kwargs)
-        except TypeError as exc:
-            raise UsageError(f"{self.kind[:-1]} '{name}' does not accept these options: {exc}") from exc
+            signature = inspect.signature(entry.obj)
         except ValueError:
-            pass  # no introspectable signature: let the call itself decide
+            signature = None  # no introspectable signature: let the call itself decide
+        if signature is not None:
+            try:
+                signature.bind_partial(**kwargs)
+            except TypeError as exc:
+                raise UsageError(f"{self.kind[:-1]} '{name}' does not accept these options: {exc}"
+                                 + _option_hint(signature, kwargs)) from exc
         try:
             return entry.obj(**kwargs), entry
         except OccdistillError:
@@ -197,6 +201,16 @@ class Registry:
         entry = self.get(name)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         return entry.obj(**kwargs)
+
+
+def _option_hint(signature: inspect.Signature, kwargs: dict[str, Any]) -> str:
+    """The options a factory takes, and the closest to a misspelt one (``lambda_`` reads as ``lambda``)."""
+    accepted = [p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    shown = [n[:-1] if n.endswith("_") else n for n in accepted if n not in ("self", "task")]  # task: the run's
+    unknown = [k for k in kwargs if k not in accepted]
+    close = difflib.get_close_matches(unknown[0].rstrip("_"), shown, n=1, cutoff=0.6) if unknown else []
+    return (f"; did you mean '{close[0]}'?" if close else "") + \
+        (f" (its options: {', '.join(shown)})" if shown else " (it takes no options)")
 
 
 _REGISTRIES: dict[str, Registry] = {}
