@@ -129,3 +129,30 @@ def test_passes_the_occlusion_contract_checks():
     assert report.passed, [r for r in report.results if not r.passed]
     coverage = next(r.detail for r in report.results if r.check == "coverage of each face region")
     assert "eyes 100%" in coverage and "mouth 0%" in coverage
+
+
+def test_a_whole_run_under_sunglasses(tmp_path):
+    import json
+
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli, ["run", "--occlusion", "sunglasses", "--occlusion-arg", "temples=false",
+                                      "--preset", "smoke", "--epochs", "1", "--quiet", "--out", str(out),
+                                      "--cache-dir", str(tmp_path / "cache")])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["occlusion"] == "sunglasses"
+    assert metrics["origins"]["occlusion"].startswith("occdistill-sunglasses==")
+    settings = json.loads((out / "config.json").read_text())
+    assert '"temples": false' in json.dumps(settings)
+
+
+def test_bench_occlusions_measures_it_beside_the_builtins(tmp_path):
+    import json
+
+    path = tmp_path / "bench.json"
+    result = CliRunner().invoke(cli, ["bench", "occlusions", "--faces", "8", "--rounds", "1", "--calls", "5",
+                                      "--quiet", "--json", str(path)])
+    assert result.exit_code == 0, result.output
+    measured = json.loads(path.read_text())["occlusions"]
+    assert {"sunglasses", "mask", "vr-headset"} <= set(measured)
+    assert measured["sunglasses"]["coverage"]["eyes"] > 0.7 and measured["sunglasses"]["images_per_s"] > 0
