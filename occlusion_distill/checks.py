@@ -1,13 +1,16 @@
-"""The plugin contract, checked: behind ``occdistill check-plugin``, usable from Python and in a plugin's tests.
+"""The plugin contract, checked: behind ``occdistill check-plugin``, and for a plugin's own tests.
 
-Occlusions are checked on built-in faces of varied pose: the same output for the same seed whatever
-was drawn before, the input left untouched, keypoints unchanged through ``A.Compose``, shape, dtype and
-channels kept on RGB and grey faces of two sizes, pixels changed only inside the reported coverage
-mask; then two measurements, the share of each face region hidden and the speed against albumentations'
-``CoarseDropout``. Distillers train one short epoch (a few steps) for a classification and a regression
-task, from an untrained teacher on built-in faces, through their own ``train_student``: the loss
-terms stay finite, gradients reach the student and never the teacher, the trained student reloads
-into ``student_template`` (what the run cache does), and the settings are JSON.
+Occlusions are checked on built-in faces of varied pose: settings() records every option (it keys the
+run cache), the input is left untouched, the same seed gives the same output whatever was drawn before,
+keypoints are unchanged through ``A.Compose``, shape, dtype and channels are kept on RGB and grey faces
+of two sizes, pixels change only inside the reported coverage mask; then two measurements, the share
+of each face region hidden and the speed against albumentations' ``CoarseDropout``.
+
+Distillers train one short epoch (a few steps) for a classification and a regression task, from an
+untrained teacher on built-in faces, through their own ``train_student``: the student it returns was
+trained, the loss terms stay finite, gradients reach the student and never the teacher
+(which is left as it was given: weights, eval mode, no hooks), the trained student reloads into
+``student_template`` (what the run cache does), and the settings are JSON.
 """
 
 from __future__ import annotations
@@ -26,8 +29,9 @@ from .registry import Entry, registry
 
 CHECKED_KINDS = ("occlusions", "distillers")
 DISTILLER_TASKS = ("expression", "age")  # one classification and one regression task
-# x CoarseDropout at 112 px on one thread, about 400-800 faces/s: the built-ins run at 0.26-0.87x, and
-# training on 2 CPU cores at 40 px consumes about 400 faces/s, so below this an occlusion slows training
+# x CoarseDropout at 112 px on one thread: about 400 faces/s where CoarseDropout runs 8,000 (the built-ins
+# run at 0.36-0.87x in docs/occlusions-bench.json). A run reads 40-112 px faces at a few hundred per second,
+# so a plugin slower than this would be what the training waits for.
 DEFAULT_MIN_SPEED = 0.05
 
 
@@ -307,6 +311,8 @@ class _Recorder:
         self.name = name
         self.steps: list[dict[str, float]] = []
         self.bad_output: str | None = None
+        self.student = student  # the model the stage was given to train (``ctx.model``)
+        self.ctx: Any = None
         self.grads = {n: [] for n, p in student.named_parameters() if p.requires_grad}
         self.handles = [distiller.register_forward_hook(self._on_loss)]
         for n, p in student.named_parameters():
@@ -419,6 +425,7 @@ def _check_distiller_on(entry: Entry, options: dict[str, Any], task_name: str, s
         ctx = StageContext(stage=stage, model=student, task=world.task, train=world.train, val=world.val,
                            view="occluded", epochs=1, batch_size=32, lr=1e-3, weight_decay=1e-4, device=device,
                            seed=seed, teacher=teacher, teacher_table=teacher_table, student_for=member)
+        recorder.ctx = ctx
         seed_everything(seed + 2)
         try:
             return distiller.train_student(ctx)
@@ -435,6 +442,7 @@ def _check_distiller_on(entry: Entry, options: dict[str, Any], task_name: str, s
     def trains() -> str:
         t0 = time.perf_counter()
         student = train_stage(dist, "student")
+        state["teacher left training"] = teacher.training  # before this check puts it in eval mode itself
         if not isinstance(student, torch.nn.Module):
             raise CheckFailed(f"train_student() returned a {type(student).__name__}, not a model")
         student.eval()
@@ -445,6 +453,11 @@ def _check_distiller_on(entry: Entry, options: dict[str, Any], task_name: str, s
                               f"embedding), got {type(out).__name__}")
         if not torch.isfinite(out.logits).all():
             raise CheckFailed("the trained student's outputs are not finite")
+        with torch.no_grad():
+            untrained = student is teacher or torch.equal(teacher.eval()(world.probe).logits, out.logits)
+        if untrained:
+            raise CheckFailed("train_student() returned a model with the teacher's outputs: the student it returns "
+                              "was never trained")
         state["student"] = student
         return (f"1 epoch of {len(world.train)} built-in faces (40 px, lower-half), untrained teacher: "
                 f"{time.perf_counter() - t0:.1f} s")
@@ -483,6 +496,9 @@ def _check_distiller_on(entry: Entry, options: dict[str, Any], task_name: str, s
             raise CheckFailed("no parameter of the student got a non-zero gradient: is the loss detached from "
                               "the student's outputs?")
         if recorders[0].name == "student" and not parts[0].startswith("student"):
+            if state.get("student") is recorders[0].student:
+                raise CheckFailed("the student it returns got no gradient (only the other students it asked for "
+                                  "did): is its loss detached from the student's outputs?")
             parts.insert(0, "student: none, its members: by gradient")
         return "finite, non-zero: " + "; ".join(parts)
 
@@ -496,7 +512,18 @@ def _check_distiller_on(entry: Entry, options: dict[str, Any], task_name: str, s
         if changed:
             raise CheckFailed(f"the teacher's {changed[0]} changed ({len(changed)} tensors): it must stay frozen, "
                               f"in eval mode (batch-norm statistics included)")
-        return f"no gradient; {len(before)} weights and buffers unchanged"
+        # later stages of a run share this teacher (and the stage's context): leave them as they were given
+        if state.get("teacher left training", teacher.training):
+            raise CheckFailed("the teacher was left in training mode; the stages after this one share it")
+        hooked = [m for r in recorders for m in (*teacher.modules(), *r.student.modules())
+                  if m._forward_hooks or m._forward_pre_hooks or m._backward_hooks]
+        if hooked:
+            raise CheckFailed(f"hooks were left on a {type(hooked[0]).__name__} of the teacher or student; "
+                              f"remove them when the stage ends")
+        moved = [r.name for r in recorders if r.ctx is not None and r.ctx.teacher_outputs != "cached"]
+        if moved:
+            raise CheckFailed(f"{moved[0]}: ctx.teacher_outputs was left changed; restore what the stage was given")
+        return f"no gradient; {len(before)} weights and buffers unchanged; eval mode; no hooks left"
 
     def reloads() -> str:
         if "student" not in state:

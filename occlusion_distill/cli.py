@@ -286,11 +286,12 @@ def check_plugin_cmd(ctx: click.Context, names: tuple[str, ...], check_all: bool
                      quiet: bool) -> None:
     """Check occlusion and distiller plugins against the contract; exit 1 when a check fails.
 
-    Occlusions: same seed gives the same output, keypoints unchanged, shape, dtype and channels kept on
-    grey and RGB faces, pixels changed only inside the coverage mask; the share of each face region
-    hidden and the speed against CoarseDropout are measured. Distillers: a few training steps on
-    built-in faces for expression and age, finite loss terms, gradients that reach the student and
-    not the teacher, a student that reloads from its weights.
+    Occlusions: settings() records every option, the input is left unchanged, the same seed gives the
+    same output, keypoints are unchanged, shape, dtype and channels are kept on grey and RGB faces,
+    pixels change only inside the coverage mask; the share of each face region hidden and the speed
+    against CoarseDropout are measured. Distillers, for expression and age: builds with JSON settings,
+    a few training steps on built-in faces return a trained student, finite loss terms, gradients that
+    reach the student and not the teacher (left as given), a student that reloads from its weights.
     """
     from .checks import DEFAULT_MIN_SPEED, DISTILLER_TASKS, check_plugin, planned_checks, resolve_kind
     from .engine.rundir import write_json

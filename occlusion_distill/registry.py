@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import keyword
 import os
 import warnings
 from dataclasses import dataclass
@@ -121,6 +122,7 @@ class Registry:
                 continue
             if ep.name in self._entries and self._entries[ep.name].origin == origin:
                 continue  # reloaded after entry points were refreshed
+            names_before = set(self._entries)
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not take the toolkit down
@@ -130,7 +132,7 @@ class Registry:
                 warnings.warn(msg, PluginLoadWarning, stacklevel=2)
                 continue
             existing = self._entries.get(ep.name)
-            if existing is not None and existing.obj is obj:
+            if existing is not None and existing.obj is obj and ep.name not in names_before:
                 # the plugin also used our decorator on import: one plugin, credited to its package
                 self._entries[ep.name] = Entry(ep.name, obj, existing.description, origin)
                 continue
@@ -206,7 +208,9 @@ class Registry:
 def _option_hint(signature: inspect.Signature, kwargs: dict[str, Any]) -> str:
     """The options a factory takes, and the closest to a misspelt one (``lambda_`` reads as ``lambda``)."""
     accepted = [p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    shown = [n[:-1] if n.endswith("_") else n for n in accepted if n not in ("self", "task")]  # task: the run's
+    # as typed on the command line: ``lambda_`` is ``lambda`` there; ``task`` is the run's, not an option
+    shown = [n[:-1] if n.endswith("_") and keyword.iskeyword(n[:-1]) else n for n in accepted
+             if n not in ("self", "task")]
     unknown = [k for k in kwargs if k not in accepted]
     close = difflib.get_close_matches(unknown[0].rstrip("_"), shown, n=1, cutoff=0.6) if unknown else []
     return (f"; did you mean '{close[0]}'?" if close else "") + \

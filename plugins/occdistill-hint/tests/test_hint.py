@@ -101,8 +101,9 @@ def test_without_hooks_the_loss_says_how_to_use_it():
 
 def test_bad_options_and_unknown_layer_are_one_line_errors():
     task = registry("tasks").create("expression")
-    with pytest.raises(UsageError, match="lambda"):
-        HintDistiller(task, lambda_=-1)
+    for bad in (-1, float("nan"), True, "x"):
+        with pytest.raises(UsageError, match="lambda"):
+            HintDistiller(task, lambda_=bad)
     model = small_model()
     with pytest.raises(UsageError, match="no layer 'nope'"):
         HintDistiller(task, layer="nope").attach(model, copy.deepcopy(model), torch.zeros(2, 3, 40, 40))

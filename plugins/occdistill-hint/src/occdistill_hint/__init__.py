@@ -70,8 +70,8 @@ class HintDistiller(Distiller):
 
     def __init__(self, task: "Task", lambda_: float = 1.0, layer: str = "auto"):
         super().__init__(task)
-        if not isinstance(lambda_, (int, float)) or lambda_ < 0:
-            raise UsageError(f"hint: lambda must be a number >= 0, not {lambda_!r}")
+        if isinstance(lambda_, bool) or not isinstance(lambda_, (int, float)) or not 0 <= lambda_ < float("inf"):
+            raise UsageError(f"hint: lambda must be a finite number >= 0, not {lambda_!r}")
         if not isinstance(layer, str) or not layer:
             raise UsageError(f"hint: layer must be a module name of the backbone, or auto, not {layer!r}")
         self.lambda_ = float(lambda_)
@@ -102,8 +102,8 @@ class HintDistiller(Distiller):
         modules = dict(s_net.named_modules()), dict(t_net.named_modules())
         self._handles = [modules[0][name].register_forward_hook(self._keep("student")),
                          modules[1][name].register_forward_hook(self._keep("teacher"))]
-        if self.regressor is None:
-            self.regressor = nn.Conv2d(shapes["student"][1], shapes["teacher"][1], kernel_size=1, bias=False)
+        # a fresh regressor per stage: one stage's fit must not warm-start another's (a resumed stage loads its own)
+        self.regressor = nn.Conv2d(shapes["student"][1], shapes["teacher"][1], kernel_size=1, bias=False)
         return name
 
     def _keep(self, role: str):

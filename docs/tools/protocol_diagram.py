@@ -1,4 +1,4 @@
-"""Draws docs/img/protocol.png, the teacher -> student protocol:  python docs/hooks/protocol_diagram.py"""
+"""Draws docs/img/protocol.png, the teacher -> student protocol:  python docs/tools/protocol_diagram.py"""
 
 from pathlib import Path
 
