@@ -25,7 +25,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .errors import UsageError
-from .registry import Entry, registry
+from .registry import KINDS, Entry, registry
 
 CHECKED_KINDS = ("occlusions", "distillers")
 DISTILLER_TASKS = ("expression", "age")  # one classification and one regression task
@@ -95,8 +95,6 @@ def resolve_kind(name: str, kind: str | None = None) -> str:
     if len(found) > 1:
         raise UsageError(f"'{name}' is both an occlusion and a distiller: say which with --kind")
     if not found:
-        from .registry import KINDS
-
         other = [k for k in KINDS if k not in CHECKED_KINDS and name in registry(k).names()]
         if other:
             option = f"--distiller triplet --distiller-arg miner={name}" if other[0] == "miners" else \
@@ -144,15 +142,12 @@ def _faces(n: int, size: int, seed: int):
     return bench_faces(n, size, seed)
 
 
-def _grey(images: np.ndarray) -> np.ndarray:
-    return np.round(images.astype(np.float32) @ np.float32([0.299, 0.587, 0.114])).astype(np.uint8)
-
-
 def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float = DEFAULT_MIN_SPEED,
                     seed: int = 0, n_faces: int = 24, tick: Callable[[], None] | None = None) -> list[CheckResult]:
     import albumentations as A
 
     from .bench.occlusions import REFERENCE, coverage, reference_transform, throughput
+    from .data.prepared import convert_channels
     from .occlusions.base import Occlusion
     from .occlusions.preview import face_seed
     from .occlusions.regions import REGIONS, region_masks
@@ -270,7 +265,6 @@ def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float =
     def region_coverage() -> str:
         regions = [region_masks(faces.landmarks[i], faces.images.shape[1:3]) for i in range(n_faces)]
         shares = coverage(occ, faces, regions, seed)
-        built["coverage"] = shares
         return " · ".join(f"{r} {'-' if shares[r] is None else f'{100 * shares[r]:.0f}%'}" for r in REGIONS) \
             + f" hidden ({n_faces} faces)"
 
@@ -283,15 +277,16 @@ def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float =
             raise CheckFailed(f"{text}: below the {min_speed:g}x minimum, it would slow training down")
         return text + f"; minimum {min_speed:g}x"
 
-    grey48 = _faces(8, 48, seed + 1)
+    small = _faces(8, 48, seed + 1)
+    grey48 = convert_channels(small.images, 1)  # (N, 48, 48, 1)
     c.run(OCCLUSION_CHECKS[2], input_unchanged)
     # read-only from here, as memory-mapped prepared faces are: painting on the input fails loudly
     faces.images.flags.writeable = False
     c.run(OCCLUSION_CHECKS[3], same_seed)
     c.run(OCCLUSION_CHECKS[4], keypoints)
     c.run(OCCLUSION_CHECKS[5], keeps_format(faces.images[:8], faces.landmarks[:8]))
-    c.run(OCCLUSION_CHECKS[6], keeps_format(_grey(grey48.images), grey48.landmarks))
-    c.run(OCCLUSION_CHECKS[7], keeps_format(_grey(grey48.images)[..., None], grey48.landmarks))
+    c.run(OCCLUSION_CHECKS[6], keeps_format(grey48[..., 0], small.landmarks))
+    c.run(OCCLUSION_CHECKS[7], keeps_format(grey48, small.landmarks))
     c.run(OCCLUSION_CHECKS[8], inside_coverage)
     c.run(OCCLUSION_CHECKS[9], region_coverage)
     c.run(OCCLUSION_CHECKS[10], speed)
@@ -372,10 +367,7 @@ def _world(task_name: str, seed: int, image_size: int = 40, n_train: int = 96, n
 
 def check_distiller(entry: Entry, options: dict[str, Any], *, tasks: tuple[str, ...] = DISTILLER_TASKS,
                     seed: int = 0, tick: Callable[[], None] | None = None) -> list[CheckResult]:
-    c = _Checks(tick)
-    for task_name in tasks:
-        c.results += _check_distiller_on(entry, options, task_name, seed, tick)
-    return c.results
+    return [r for task_name in tasks for r in _check_distiller_on(entry, options, task_name, seed, tick)]
 
 
 def _check_distiller_on(entry: Entry, options: dict[str, Any], task_name: str, seed: int,

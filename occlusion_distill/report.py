@@ -157,8 +157,8 @@ class RichReporter:
         table.add_column("", no_wrap=True)
         table.add_column("detail")
         for r in report["results"]:
-            verdict = Text("pass", style="green") if r["passed"] else Text("FAIL", style="bold red")
-            table.add_row(r["check"], *([r["task"] or ""] if by_task else []), verdict, Text(r["detail"]))
+            mark = Text("pass", style="green") if r["passed"] else Text("FAIL", style="bold red")
+            table.add_row(r["check"], *([r["task"] or ""] if by_task else []), mark, Text(r["detail"]))
         self.out.print(table)
 
     def occlusion_bench(self, result: dict[str, Any]) -> None:

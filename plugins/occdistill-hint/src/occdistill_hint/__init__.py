@@ -57,7 +57,11 @@ def feature_maps(backbone: nn.Module, example: torch.Tensor) -> list[tuple[str, 
 
 def middle_layer(backbone: nn.Module, example: torch.Tensor) -> str:
     """The end of the middle resolution stage: FitNets' "middle layer", found for any CNN backbone."""
-    maps = [(n, s) for n, s in feature_maps(backbone, example) if s[-1] > 1]  # not global pooling
+    return _middle(feature_maps(backbone, example))
+
+
+def _middle(found: list[tuple[str, tuple[int, ...]]]) -> str:
+    maps = [(n, s) for n, s in found if s[-1] > 1]  # not global pooling
     if not maps:
         raise UsageError("hint: the backbone produces no spatial feature map to take a hint from")
     sizes = list(dict.fromkeys(s[-2:] for _, s in maps))  # resolutions, in order
@@ -91,10 +95,11 @@ class HintDistiller(Distiller):
         """
         s_net, t_net = getattr(student, "backbone", student), getattr(teacher, "backbone", teacher)
         example = example.to(next(teacher.parameters()).device)
-        name = middle_layer(t_net, example) if self.layer == "auto" else self.layer
+        maps_of = {"student": feature_maps(s_net, example), "teacher": feature_maps(t_net, example)}
+        name = _middle(maps_of["teacher"]) if self.layer == "auto" else self.layer
         shapes = {}
-        for role, net in (("student", s_net), ("teacher", t_net)):
-            maps = dict(feature_maps(net, example))
+        for role in ("student", "teacher"):
+            maps = dict(maps_of[role])
             if name not in maps:
                 raise UsageError(f"hint: the {role} backbone has no layer '{name}' with a 4-D output; "
                                  f"layers: {', '.join(list(maps)[-12:])}")
