@@ -80,6 +80,9 @@ class RunConfig:
             raise UsageError(f"image size {self.image_size} is too small: the minimum is {MIN_IMAGE_SIZE} px")
         if self.channels not in (None, 1, 3):
             raise UsageError(f"channels must be 1 or 3, not {self.channels}")
+        for name in ("seed", "eval_seed"):  # numpy's SeedSequence takes no negative seed
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
+                raise UsageError(f"{name.replace('_', '-')} must be a whole number >= 0, not {getattr(self, name)!r}")
         for name in ("teacher_epochs", "student_epochs", "batch_size"):
             if getattr(self, name) < 1:
                 raise UsageError(f"{name.replace('_', '-')} must be at least 1, not {getattr(self, name)}")

@@ -64,6 +64,22 @@ class _Bar:
             self.progress.stop()
 
 
+def landmark_summary(manifest: dict[str, Any]) -> str:
+    """Where a prepared set's landmarks came from, in words, from its manifest alone (so the summary
+    can never say other than the manifest does)."""
+    lm = manifest["landmarks"]
+    used: dict[str, int] = {}
+    for per_split in lm["per_split"].values():
+        for source, n in per_split.items():
+            used[source] = used.get(source, 0) + n
+    if lm["method"] == "mtcnn":
+        return (f"landmarks: MTCNN found {100 * lm['detection_rate']:.1f}% of faces ({used.get('mtcnn', 0):,}); "
+                f"the template stands in for the other {used.get('template', 0):,}")
+    if lm["method"] == "given":
+        return f"landmarks: the data set's own annotation for all {used.get('given', 0):,} faces"
+    return f"landmarks: the data set's template for all {used.get('template', 0):,} faces (no detection)"
+
+
 class RichReporter:
     """Progress bars and messages on stderr; result tables on stdout."""
 
@@ -185,15 +201,13 @@ class RichReporter:
 
     def data_summary(self, manifest: dict[str, Any], out: str) -> None:
         counts = ", ".join(f"{s} {n:,}" for s, n in manifest["counts"].items())
-        lm = manifest["landmarks"]
-        rate = f"MTCNN found {100 * lm['detection_rate']:.1f}% of faces (the template stands in for the rest)" \
-            if lm["detection_rate"] is not None else "landmarks from the template"
         self.out.print(f"{manifest['dataset']} -> {out}: {counts} faces stored", soft_wrap=True)
-        self.out.print(f"{rate}; {manifest['seconds']['total']:.0f} s in all, {manifest['faces_per_s']:.0f} faces/s",
-                       soft_wrap=True)
-        if manifest["skipped_total"]:
-            self.out.print(f"skipped {manifest['skipped_total']:,}: " + "; ".join(
-                f"{reason} ({v['count']})" for reason, v in manifest["skipped"].items()), markup=False, soft_wrap=True)
+        self.out.print(f"{landmark_summary(manifest)}; {manifest['seconds']['total']:.0f} s in all, "
+                       f"{manifest['faces_per_s']:.0f} faces/s", markup=False, soft_wrap=True)
+        for key, what in (("skipped", "skipped"), ("ignored", "ignored (not faces)")):
+            if manifest.get(f"{key}_total"):
+                self.out.print(f"{what} {manifest[f'{key}_total']:,}: " + "; ".join(
+                    f"{reason} ({v['count']})" for reason, v in manifest[key].items()), markup=False, soft_wrap=True)
         for key, value in manifest.get("notes", {}).items():
             if isinstance(value, list) and value:
                 self.out.print(f"{key.replace('_', ' ')} ({len(value)}): {', '.join(value[:10])}", markup=False, soft_wrap=True)
@@ -226,9 +240,10 @@ class RichReporter:
         lm = info["landmarks"]
         if lm["mean_detected"] is not None:
             self.out.print(f"landmark template (mean detected position / size): {lm['mean_detected']}", markup=False)
-        if info["skipped"]:
-            self.out.print("skipped: " + "; ".join(f"{r} ({v['count']})" for r, v in info["skipped"].items()),
-                           markup=False)
+        for key, what in (("skipped", "skipped"), ("ignored", "ignored (not faces)")):
+            if info.get(key):
+                self.out.print(f"{what}: " + "; ".join(f"{r} ({v['count']})" for r, v in info[key].items()),
+                               markup=False)
 
     def data_bench(self, r: dict[str, Any]) -> None:
         table = Table(title=f"input pipeline vs training: {r['dataset']}, {r['occlusion']}, {r['image_size']} px, "

@@ -4,6 +4,7 @@ half-written file (exit codes: 2 bad usage, 3 bad data, 4 failure during a run; 
 import os
 import stat
 import sys
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -35,6 +36,18 @@ def truncated_jpegs(tmp):
 
 def corrupt_pngs(tmp):
     return _folder(tmp / "src", lambda d, i: (d / f"{i}.png").write_bytes(os.urandom(400)))
+
+
+def unwritable_dir(tmp):
+    """A directory this process cannot write into. A user is stopped by its mode; root is not, so root gets
+    its own process directory under /proc instead, which the kernel keeps read-only for everyone."""
+    ro = tmp / "ro"
+    ro.mkdir()
+    os.chmod(ro, stat.S_IRUSR | stat.S_IXUSR)
+    if os.access(ro, os.W_OK):
+        ro = Path("/proc/self")
+    assert ro.is_dir() and not os.access(ro, os.W_OK)
+    return ro
 
 
 def csv_file(text):
@@ -102,8 +115,8 @@ CASES = {
                              ["too small"]),
     "existing run directory": (lambda t: (t / "out").mkdir() or (t / "out" / "x").write_text("x"),
                                lambda t, s: ["run", *SMOKE, "--out", t / "out"], 2, ["already exists"]),
-    "read-only output directory": (lambda t: (t / "ro").mkdir() or os.chmod(t / "ro", stat.S_IRUSR | stat.S_IXUSR),
-                                   lambda t, s: ["run", *SMOKE, "--out", t / "ro" / "out"], 2, ["not writable"]),
+    "read-only output directory": (unwritable_dir, lambda t, s: ["run", *SMOKE, "--out", s / "run" / "out"], 2,
+                                   ["not writable"]),
     "pickled (not weights-only) weights": (
         lambda t: torch.save({"w": torch.zeros(1), "obj": Exploding}, t / "w.pt"),
         lambda t, s: ["run", *SMOKE, "--weights", t / "w.pt", "--out", t / "out"], 2, ["not a weights-only file"]),
@@ -133,8 +146,6 @@ def test_plugins():
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_bad_input_matrix(case, tmp_path, monkeypatch, capsys, test_plugins):
-    if case == "read-only output directory" and os.geteuid() == 0:
-        pytest.skip("root writes into read-only directories")  # pragma: no cover - CI runs as a user or root
     make, command, code, fragments = CASES[case]
     source = make(tmp_path) if make else None
     before = {p for p in tmp_path.rglob("*")}

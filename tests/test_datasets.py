@@ -252,7 +252,7 @@ def test_folder_and_csv_user_data(tmp_path):
     reading = registry("datasets").get("folder").obj.read(root, label="expression", size=64)
     assert reading["classes"] == {"expression": ["happy", "neutral", "sad"]}
     assert sum(len(p["images"]) for p in reading["splits"].values()) == 24
-    assert reading["skipped"].counts["image missing or does not decode"] == 1
+    assert reading["skipped"].counts["image does not decode"] == 1
     assert reading["splits"]["train"]["images"].shape[1:] == (64, 64, 3)
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no class folders"):
@@ -269,7 +269,7 @@ def test_folder_and_csv_user_data(tmp_path):
     reading = registry("datasets").get("csv").obj.read(tmp_path / "faces.csv")
     assert {s: len(p["images"]) for s, p in reading["splits"].items()} == {"train": 12, "val": 6, "test": 6}
     assert reading["labels"] == ["gender", "age"] and reading["classes"]["gender"] == ["female", "male"]
-    assert reading["skipped"].counts["age missing or outside 0..120"] == 1
+    assert reading["skipped"].counts["age outside 0..120"] == 1
     (tmp_path / "nopath.csv").write_text("file,age\nx.png,3\n")
     with pytest.raises(DataError, match="'path' column"):
         registry("datasets").get("csv").obj.read(tmp_path / "nopath.csv")
@@ -301,7 +301,7 @@ def test_affectnet_official_layout(tmp_path):
     assert counts["train"] + counts["val"] == 24 and counts["val"] >= 1 and counts["test"] == 8
     skipped = reading["skipped"].counts
     assert skipped["expression 8 (none)"] == 4 and skipped["expression 10 (non-face)"] == 4
-    assert skipped["image missing or does not decode"] == 1
+    assert skipped["image file not found"] == 1
     test = reading["splits"]["test"]
     # the given landmarks follow the crop: the face filled the box, so they land where synthfaces put them
     k = 0

@@ -49,7 +49,7 @@ def test_kd_total_loss_by_hand():
 
 
 def test_kd_regression_form_is_distance_to_teacher():
-    task = Age()
+    task = Age(delta=10.0)  # a threshold of one std: 1 in standardised units
     task.mean, task.std = 30.0, 10.0
     s, t, y = [[0.5], [-1.0]], [[1.0], [0.0]], [40.0, 20.0]  # targets standardise to 1.0 and -1.0
     kd = SoftTargetKD(task, lambda_=0.25)

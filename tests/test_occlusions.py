@@ -55,7 +55,8 @@ def test_drawing_fills_only_the_coverage_and_keeps_dtype_shape(faces):
 
 def test_in_albumentations_compose_keypoints_unchanged_and_mask_target():
     faces = generate(4, 96, seed=3)
-    pipeline = A.Compose([A.HorizontalFlip(p=1.0), A.CenterCrop(80, 80), create("occlusions", "lower-half")],
+    lower = create("occlusions", "lower-half", fill_mask=1)  # the mask target then shows what is hidden
+    pipeline = A.Compose([A.HorizontalFlip(p=1.0), A.CenterCrop(80, 80), lower],
                          keypoint_params=A.KeypointParams(format="xy", remove_invisible=False))
     for img, lm in zip(faces.images, faces.landmarks):
         res = pipeline(image=img, keypoints=lm, mask=np.zeros(img.shape[:2], np.uint8))
@@ -97,8 +98,8 @@ def test_probability_p_is_honoured_and_seeded(faces):
 
 
 def test_settings_report_every_constructor_argument():
-    assert create("occlusions", "upper-half", split=0.6).settings() == {"fill": 0, "p": 1.0, "split": 0.6,
-                                                                        "version": 1}
+    assert create("occlusions", "upper-half", split=0.6).settings() == {"fill": 0, "fill_mask": None, "p": 1.0,
+                                                                        "split": 0.6, "version": 1}
 
 
 @pytest.fixture(scope="module")
@@ -143,7 +144,7 @@ def test_contract_deterministic_shape_dtype_and_paints_inside_coverage(name, fac
 
 @pytest.mark.parametrize("name", OCCLUDERS)
 def test_contract_in_compose_after_flip_and_crop_keypoints_unchanged(name, faces112):
-    occ = create("occlusions", name)
+    occ = create("occlusions", name, fill_mask=1)
     pipeline = A.Compose([A.HorizontalFlip(p=1.0), A.Crop(6, 4, 106, 108), occ],
                          keypoint_params=A.KeypointParams(format="xy", remove_invisible=False), seed=5)
     for img, lm in zip(faces112.images[:6], faces112.landmarks[:6]):

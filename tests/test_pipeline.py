@@ -120,7 +120,7 @@ def test_paired_views_share_the_flip_and_occlusion_is_reproducible():
                    else (faces.images[i], faces.landmarks[i]))
         assert torch.equal(a["clean"], to_tensor(np.ascontiguousarray(img)[None])[0])
         # the occluded view is the clean one with pixels blacked out, never a different face
-        visible = a["occluded"] != -1.0
+        visible = a["occluded"] != 0.0  # black, in the [0, 1] of to_tensor
         assert torch.equal(a["occluded"][visible], a["clean"][visible])
 
 

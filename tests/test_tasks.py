@@ -45,12 +45,12 @@ def test_age_standardises_and_reports_mae_in_years():
     m = task.metrics(outputs, np.array([10.0, 30.0, 50.0]))
     assert m["mae"] == pytest.approx((10 + 0 + 10) / 3)
     assert m["rmse"] == pytest.approx(math.sqrt((100 + 0 + 100) / 3))
-    # Huber in standardised units: |d| < 1 -> 0.5 d^2
-    out = torch.tensor([[0.0]])
-    d = (30.0 - task.mean) / task.std
-    assert task.loss(out, torch.tensor([30.0])).item() == pytest.approx(0.5 * d * d)
-    far = torch.tensor([[5.0]])  # |d| >= 1 -> |d| - 0.5
-    assert task.loss(far, torch.tensor([30.0])).item() == pytest.approx(5.0 - 0.5)
+    # Huber with its threshold in years (beta = delta / std in standardised units)
+    beta = task.delta / task.std
+    near = torch.tensor([[1.0 / task.std]])  # 1 year off: 0.5 d^2 / beta
+    assert task.loss(near, torch.tensor([30.0])).item() == pytest.approx(0.5 * (1 / task.std) ** 2 / beta)
+    far = torch.tensor([[5.0]])  # |d| >= beta -> |d| - 0.5 beta
+    assert task.loss(far, torch.tensor([30.0])).item() == pytest.approx(5.0 - 0.5 * beta)
 
 
 def test_macro_f1_skips_absent_classes():
@@ -70,3 +70,18 @@ def test_labels_out_of_range_are_rejected():
 def test_expression_class_count_mismatch():
     with pytest.raises(DataError, match="asked for 8 classes"):
         Expression(num_classes=8).setup(_faces({"expression": [0, 1]}, {"expression": list("abcdefg")}))
+
+
+def test_a_third_party_regression_task_keeps_the_huber_threshold_of_one_standard_deviation():
+    import torch
+    import torch.nn.functional as F
+
+    from occlusion_distill.tasks.base import RegressionTask
+
+    class Height(RegressionTask):
+        label = "height"
+
+    task = Height()
+    task.mean, task.std = 170.0, 10.0
+    outputs, targets = torch.tensor([[0.0], [3.0]]), torch.tensor([170.0, 175.0])
+    assert torch.isclose(task.loss(outputs, targets), F.smooth_l1_loss(outputs.reshape(-1), (targets - 170) / 10))

@@ -6,7 +6,7 @@ import torch
 
 from occlusion_distill.distillers.mining import BankIndex, MemoryBank, exact_search, valid_negatives
 from occlusion_distill.distillers.triplet import triplet_loss
-from occlusion_distill.errors import UsageError
+from occlusion_distill.errors import PluginError, UsageError
 from occlusion_distill.registry import registry
 
 
@@ -84,7 +84,7 @@ def test_miners_respect_the_age_gap_and_semi_hard_skips_easier_than_positive():
     assert mask.tolist() == [[False, True], [True, False]]
 
 
-def test_triplet_distiller_trains_on_the_bank_and_rejects_bad_options():
+def test_triplet_distiller_trains_on_the_bank():
     from occlusion_distill.models.network import ModelOutput
 
     task = registry("tasks").create("expression")
@@ -101,10 +101,30 @@ def test_triplet_distiller_trains_on_the_bank_and_rejects_bad_options():
         terms["loss"].backward()
     assert dist.bank.size == 64 and terms["mined"] > 0.9 and terms["triplet"] > 0
     assert dist.projection.weight.grad is not None
-    for bad in (dict(miner="hardest"), dict(positive="other"), dict(bank_size=0), dict(margin=-1)):
-        with pytest.raises(Exception) as err:
-            registry("distillers").build("triplet", task=task, **bad)
-        assert isinstance(err.value, UsageError) or "miner" in str(err.value)
+
+
+@pytest.mark.parametrize("task_name, bad, error, message", [
+    ("expression", dict(miner="hardest"), PluginError, "unknown miner 'hardest'; did you mean 'hard'"),
+    ("expression", dict(positive="other"), UsageError, "triplet: positive must be 'same'"),
+    ("age", dict(positive="class"), UsageError, "triplet: positive=class needs classes"),
+    ("expression", dict(bank_size=0), UsageError, "triplet: bank_size must be a positive integer, not 0"),
+    ("expression", dict(bank_size=True), UsageError, "triplet: bank_size must be a positive integer, not True"),
+    ("expression", dict(bank_size=2.5), UsageError, "triplet: bank_size must be a positive integer, not 2.5"),
+    ("expression", dict(index="hnsw"), UsageError, "triplet: index must be auto, flat or ivf, not 'hnsw'"),
+    ("expression", dict(margin=-1), UsageError, "triplet: margin must be a number >= 0, not -1"),
+    ("expression", dict(margin=float("nan")), UsageError, "triplet: margin must be a number >= 0, not nan"),
+    ("expression", dict(margin="wide"), UsageError, "triplet: margin must be a number >= 0, not 'wide'"),
+    ("expression", dict(lambda_=-0.5), UsageError, "triplet: lambda must be a number >= 0, not -0.5"),
+    ("expression", dict(lambda_=float("inf")), UsageError, "triplet: lambda must be a number >= 0, not inf"),
+    ("age", dict(age_gap=0), UsageError, "triplet: age_gap must be a positive number (years), not 0"),
+    ("age", dict(age_gap=float("nan")), UsageError, "triplet: age_gap must be a positive number (years), not nan"),
+    ("expression", dict(normalize="no"), UsageError, "triplet: normalize must be true or false, not 'no'"),
+    ("expression", dict(bank=64), UsageError, "unexpected keyword argument 'bank'; did you mean"),
+])
+def test_triplet_rejects_each_bad_option_by_name(task_name, bad, error, message):
+    with pytest.raises(error) as err:
+        registry("distillers").build("triplet", task=registry("tasks").create(task_name), **bad)
+    assert type(err.value) is error and message in str(err.value) and "\n" not in str(err.value)
 
 
 SMALL = ("--dataset-arg", "n_train=192", "--dataset-arg", "n_val=64", "--dataset-arg", "n_test=96")

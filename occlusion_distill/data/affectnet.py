@@ -25,7 +25,7 @@ import numpy as np
 from ..errors import DataError
 from ..registry import datasets
 from .prepared import PreparedDataset
-from .sources import SkipLog, one_file, stratified_split
+from .sources import SkipLog, one_file, read_image, stratified_split
 
 CLASSES = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "anger", "contempt")
 DROPPED = {8: "expression 8 (none)", 9: "expression 9 (uncertain)", 10: "expression 10 (non-face)"}
@@ -103,11 +103,17 @@ def _read_csv(path: Path, size: int, limit: int | None, skipped: SkipLog,
             skipped.add("face box or 68 landmarks missing", where)
             continue
         file = root / row[0]
-        img = cv2.imdecode(np.fromfile(file, dtype=np.uint8), cv2.IMREAD_COLOR) if file.is_file() else None
-        if img is None:
-            skipped.add("image missing or does not decode", row[0])
+        if not file.is_file():
+            skipped.add("image file not found", row[0])
             continue
-        crop, a = crop_face(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), box, size)
+        try:
+            img = read_image(file.read_bytes(), 3)
+        except OSError:
+            img = None
+        if img is None:
+            skipped.add("image does not decode", row[0])
+            continue
+        crop, a = crop_face(img, box, size)
         five = five_from_68(points.reshape(68, 2))
         images[len(labels)] = crop
         lms.append((five @ a[:, :2].T + a[:, 2]).astype(np.float32))

@@ -57,6 +57,6 @@ def describe(root: Path, dataset_args: dict[str, Any] | None = None) -> dict[str
                       "detection_rate": manifest["landmarks"]["detection_rate"],
                       "template": manifest["landmarks"]["template"],
                       "mean_detected": (found.astype(np.float64).mean(axis=0) / size).round(3).tolist() if len(found) else None},
-        "skipped": manifest["skipped"], "notes": manifest.get("notes", {}),
+        "skipped": manifest["skipped"], "ignored": manifest.get("ignored", {}), "notes": manifest.get("notes", {}),
         "seconds": manifest["seconds"], "faces_per_s": manifest.get("faces_per_s"),
     }

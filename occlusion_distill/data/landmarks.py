@@ -51,7 +51,9 @@ class Detector:
                 out.append(None)
                 continue
             largest = int(np.argmax((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])))
-            out.append((p[largest] * scale).astype(np.float32))
+            # facenet-pytorch's points are pixel indices (it subtracts MATLAB's 1): centres at integers,
+            # where ours are at +0.5 (a flip is x -> W - x), so shift by half a pixel before scaling
+            out.append(((p[largest] + 0.5) * scale).astype(np.float32))
         return out
 
     def batches(self, images: np.ndarray) -> Iterator[tuple[int, list[np.ndarray | None]]]:

@@ -13,15 +13,25 @@ _SWAP = [1, 0, 2, 4, 3]  # MTCNN order after a horizontal flip: left and right t
 
 
 def to_tensor(images: np.ndarray) -> torch.Tensor:
-    """(N, H, W, C) uint8 -> (N, C, H, W) float in [-1, 1]."""
+    """(N, H, W, C) uint8 -> (N, C, H, W) float32 in [0, 1] (pixel / 255).
+
+    Not normalised: ``FaceModel`` applies its backbone's mean and std, so every caller (training views,
+    evaluation sets, the teacher table, checks and benchmarks) hands the model the same [0, 1] tensors.
+    """
     arr = np.ascontiguousarray(images)
     if not arr.flags.writeable:  # a read-only memory map: torch wants memory it may write
         arr = arr.copy()
     x = torch.from_numpy(arr).permute(0, 3, 1, 2).float()
-    return x.div_(127.5).sub_(1.0)
+    return x.div_(255.0)
 
 
 def hflip(image: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror an (H, W, C) face and its (5, 2) landmarks left to right; left and right points trade places.
+
+    Landmarks are continuous pixel coordinates (pixel ``i`` spans ``[i, i + 1)``, its centre at ``i + 0.5``),
+    so x -> W - x keeps each point on the pixel it marked. albumentations puts pixel centres at integers
+    and flips x -> W - 1 - x: the same mirror once converted (ours(x) = its(x - 0.5) + 0.5).
+    """
     w = image.shape[1]
     lm = landmarks[_SWAP].copy()
     lm[:, 0] = w - lm[:, 0]

@@ -24,7 +24,7 @@ from ..errors import DataError, UsageError
 from ..registry import registry
 from .landmarks import SOURCES, add_landmarks
 from .prepared import FORMAT_VERSION, MANIFEST, sha256_file
-from .sources import EXTRACTED
+from .sources import EXTRACTED, SkipLog, is_leftover
 
 
 def _source_files(files: list[Path]) -> list[dict[str, Any]]:
@@ -34,10 +34,23 @@ def _source_files(files: list[Path]) -> list[dict[str, Any]]:
         if f.is_file():
             out.append({"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)})
         else:  # a folder of images: its listing stands for it
-            names = sorted(str(p.relative_to(f)) for p in f.rglob("*") if p.is_file())
+            names = sorted(str(p.relative_to(f)) for p in f.rglob("*")
+                           if p.is_file() and not is_leftover(p.relative_to(f)))
             out.append({"path": str(f.resolve()), "files": len(names),
                         "bytes": sum((f / n).stat().st_size for n in names)})
     return out
+
+
+def _empty_splits_message(name: str, source: Path, splits: dict[str, Any], empty: list[str],
+                          skipped: SkipLog) -> str:
+    """Why some split has no faces: none were usable at all (say why each was skipped), or too few."""
+    which = f"the {', '.join(empty)} split{'s' if len(empty) > 1 else ''}"
+    why = "; ".join(f"{r} ({v['count']})" for r, v in skipped.as_dict().items())
+    total = sum(len(part["images"]) for part in splits.values())
+    if total == 0:
+        return f"'{name}' under {source}: no usable faces (skipped: {why or 'no face images found'})"
+    return (f"'{name}' under {source}: {total} usable faces, but {which} got none"
+            f"{' (skipped: ' + why + ')' if why else ''}: each of train, val and test needs at least one face")
 
 
 def prepare(name: str, source: Path, out: Path, *, landmarks: str = "auto", limit: int | None = None,
@@ -93,11 +106,10 @@ def prepare(name: str, source: Path, out: Path, *, landmarks: str = "auto", limi
                              f"to replace it, or choose another --out")
     splits = reading["splits"]
     skipped = reading["skipped"]
+    ignored = reading.get("ignored") or SkipLog()  # files that are not faces at all (archive leftovers)
     empty = [s for s, part in splits.items() if len(part["images"]) == 0]
     if empty:
-        why = "; ".join(f"{r} ({v['count']})" for r, v in skipped.as_dict().items()) or "no faces found"
-        raise DataError(f"'{name}' under {source}: no usable faces in the {', '.join(empty)} split"
-                        f"{'s' if len(empty) > 1 else ''} (skipped: {why})")
+        raise DataError(_empty_splits_message(name, source, splits, empty, skipped))
     has_given = all("landmarks" in part for part in splits.values())
     if landmarks == "auto":
         landmarks = "given" if has_given else "mtcnn"
@@ -163,6 +175,7 @@ def prepare(name: str, source: Path, out: Path, *, landmarks: str = "auto", limi
             "label_arrays": label_arrays, "classes": reading["classes"], "channels": int(first.shape[-1]),
             "image_size": int(first.shape[1]), "counts": counts,
             "skipped": reading["skipped"].as_dict(), "skipped_total": reading["skipped"].total,
+            "ignored": ignored.as_dict(), "ignored_total": ignored.total,
             "notes": reading["notes"],
             "landmarks": {"method": landmarks, "per_split": sources,
                           "detection_rate": round(detected / total, 4) if landmarks == "mtcnn" else None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 import zipfile
@@ -20,6 +21,20 @@ from ..errors import DataError, UsageError
 
 MAX_DEPTH = 4  # how deep --source is searched: enough for ../shared/data/<set>/<file>
 
+# What archive tools, operating systems, NAS boxes and notebooks leave beside a user's files: never a
+# class, never an image, never a face to blame. Hidden names (".*", which covers AppleDouble "._*"
+# sidecars, .DS_Store and .ipynb_checkpoints) are leftovers too.
+LEFTOVER_NAMES = frozenset({"__macosx", "thumbs.db", "ehthumbs.db", "desktop.ini", "@eadir", "$recycle.bin",
+                            "system volume information", "__pycache__", "lost+found", "#recycle", "#snapshot"})
+LEFTOVER_REASON = "system or archive file (not a face image)"
+
+
+def is_leftover(path: str | Path) -> bool:
+    """Whether any part of ``path`` (a file system path or a zip member name) is a leftover such as
+    ``__MACOSX/``, an AppleDouble ``._x.jpg`` sidecar, ``.DS_Store``, ``Thumbs.db`` or ``@eaDir/``."""
+    parts = [p for p in re.split(r"[\\/]", str(path)) if p not in ("", ".", "..")]
+    return any(p.startswith(".") or p.lower() in LEFTOVER_NAMES for p in parts)
+
 
 def search(source: Path, match: Callable[[Path], bool], what: str) -> list[Path]:
     """Files under ``source`` (a file, or a folder searched ``MAX_DEPTH`` deep) that ``match``, sorted."""
@@ -32,8 +47,8 @@ def search(source: Path, match: Callable[[Path], bool], what: str) -> list[Path]
     base = len(source.parts)
     for root, dirs, files in os.walk(source):
         depth = len(Path(root).parts) - base
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".")) if depth < MAX_DEPTH else []
-        found += [Path(root) / f for f in files if match(Path(root) / f)]
+        dirs[:] = sorted(d for d in dirs if not is_leftover(d)) if depth < MAX_DEPTH else []
+        found += [Path(root) / f for f in files if not is_leftover(f) and match(Path(root) / f)]
     return sorted(found)
 
 
@@ -60,7 +75,8 @@ def one_file(source: Path, names: Iterable[str], what: str) -> Path:
         for z in zips:
             try:
                 with zipfile.ZipFile(z) as archive:
-                    member = next((m for m in archive.namelist() if Path(m).name in names), None)
+                    member = next((m for m in archive.namelist()
+                                   if Path(m).name in names and not is_leftover(m)), None)
                     if member is not None:
                         folder = Path(tempfile.mkdtemp(prefix="occdistill-"))
                         target = folder / Path(member).name
@@ -101,14 +117,25 @@ class SkipLog:
         return sum(self.counts.values())
 
 
-def decode_image(data: bytes, channels: int, size: int) -> np.ndarray | None:
-    """JPEG/PNG bytes -> (size, size, channels) uint8, centre-cropped to a square; None when undecodable."""
+def read_image(data: bytes, channels: int) -> np.ndarray | None:
+    """JPEG/PNG/... bytes -> (H, W) grey or (H, W, 3) RGB uint8; None when empty or undecodable."""
+    if not data:  # an empty file (a failed download): OpenCV raises on an empty buffer
+        return None
     flag = cv2.IMREAD_GRAYSCALE if channels == 1 else cv2.IMREAD_COLOR
-    img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    try:
+        img = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), flag)
+    except cv2.error:
+        return None
     if img is None or img.size == 0:
         return None
-    if channels == 3:
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB) if channels == 3 else img
+
+
+def decode_image(data: bytes, channels: int, size: int) -> np.ndarray | None:
+    """JPEG/PNG bytes -> (size, size, channels) uint8, centre-cropped to a square; None when undecodable."""
+    img = read_image(data, channels)
+    if img is None:
+        return None
     h, w = img.shape[:2]
     if h != w:
         k = min(h, w)

@@ -24,7 +24,7 @@ import numpy as np
 from ..errors import DataError, UsageError
 from ..registry import datasets
 from .prepared import PreparedDataset
-from .sources import SkipLog, decode_image, search, stratified_split
+from .sources import SkipLog, decode_image, is_leftover, search, stratified_split
 
 LENIENT = re.compile(r"^(\d+)_(\d+)_(?:(\d+)_)?(\d+)\s*\.?jpg\.chip\.jpg$")
 REGULAR = re.compile(r"^(\d+)_(\d+)_(\d+)_(\d+)\.jpg\.chip\.jpg$")
@@ -71,10 +71,11 @@ def _members(path: Path) -> list[_Member]:
     if path.suffix == ".zip":
         try:
             with zipfile.ZipFile(path) as z:
-                return [_Member(Path(i).name, path, i) for i in z.namelist() if i.endswith(SUFFIX)]
+                return [_Member(Path(i).name, path, i) for i in z.namelist()
+                        if i.endswith(SUFFIX) and not is_leftover(i)]
         except zipfile.BadZipFile as exc:
             raise DataError(f"{path} is not a valid zip file: {exc}") from exc
-    return [_Member(p.name, p) for p in sorted(path.rglob(f"*{SUFFIX}"))]
+    return [_Member(p.name, p) for p in sorted(path.rglob(f"*{SUFFIX}")) if not is_leftover(p.relative_to(path))]
 
 
 def locate(source: Path) -> tuple[dict[str, list[_Member]] | None, list[_Member], list[Path]]:

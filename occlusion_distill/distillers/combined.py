@@ -79,6 +79,8 @@ class Combined(Distiller):
         raise RuntimeError("combined fits its head in train_student; it has no per-step loss")
 
     def train_student(self, ctx: "StageContext") -> nn.Module:
+        from ..engine.trainer import TrainingDiverged, better_score
+
         if ctx.student_for is None:
             raise RunFailed("combined needs the run to provide its member students (StageContext.student_for)")
         members = [ctx.student_for(name) for name in self.members]
@@ -96,9 +98,11 @@ class Combined(Distiller):
             val_out = (z_val @ w.T + b).numpy()
             score = self.task.metrics(val_out, ctx.val.targets)[self.task.metric]
             ctx.history.append({"epoch": step + 1, "l2": l2, f"val_{self.task.metric}": score})
-            better = best is None or (score > best[0] if self.task.higher_is_better else score < best[0])
-            if better:
+            if better_score(self.task, score, None if best is None else best[0]):
                 best = (score, w, b)
+        if best is None:
+            raise TrainingDiverged(f"stage '{ctx.stage}': no finite validation score for any L2 strength "
+                                   f"({', '.join(map(str, L2_GRID))})")
         with torch.no_grad():
             model.head.weight.copy_(best[1])
             model.head.bias.copy_(best[2])

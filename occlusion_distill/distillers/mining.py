@@ -59,13 +59,15 @@ class MemoryBank:
 class BankIndex:
     """FAISS search over a ``MemoryBank``, kept in step with it (``update`` after each ``bank.add``)."""
 
-    def __init__(self, bank: MemoryBank, kind: str = "auto", nprobe: int = 16, use_gpu: bool = False):
+    def __init__(self, bank: MemoryBank, kind: str = "auto", nprobe: int = 16, use_gpu: bool = False,
+                 seed: int = 0):
         if kind not in ("auto", "flat", "ivf"):
             raise UsageError(f"index must be auto, flat or ivf, not {kind!r}")
         self.faiss = require_faiss()
         self.bank = bank
         self.kind = ("ivf" if bank.capacity > IVF_ABOVE else "flat") if kind == "auto" else kind
         self.nprobe = nprobe
+        self.seed = seed  # draws the sample the ivf lists are trained on
         self.index: Any = None
         self._view: np.ndarray | None = None
         self._gpu = use_gpu and hasattr(self.faiss, "StandardGpuResources") and self.faiss.get_num_gpus() > 0
@@ -92,7 +94,7 @@ class BankIndex:
         index = faiss.IndexIVFFlat(quantizer, self.bank.dim, nlist)
         sample = self.bank.embeddings[:n]
         if n > 40 * nlist:  # k-means on a sample: the centroids need not see every entry
-            sample = sample[np.random.default_rng(0).choice(n, 40 * nlist, replace=False)]
+            sample = sample[np.random.default_rng(self.seed).choice(n, 40 * nlist, replace=False)]
         index.train(sample)
         index.set_direct_map_type(faiss.DirectMap.Hashtable)
         index.add_with_ids(self.bank.embeddings[:n], np.arange(n, dtype=np.int64))
@@ -166,6 +168,14 @@ class Miner:
         if age_gap <= 0:
             raise UsageError(f"age_gap must be positive (years), not {age_gap}")
         self.regression, self.age_gap = regression, float(age_gap)
+        self.reseed(seed)
+
+    def reseed(self, seed: int) -> None:
+        """Restart ``self.rng``, the stream every random choice of a miner draws from, at ``seed`` (>= 0).
+
+        The triplet distiller calls it with the run's seed at the start of each stage, so runs of other
+        seeds mine other negatives and a rerun of one seed mines the same.
+        """
         self.rng = np.random.default_rng(seed)
 
     def mine(self, anchors: np.ndarray, anchor_labels: np.ndarray, positive_dist: np.ndarray, bank: MemoryBank,

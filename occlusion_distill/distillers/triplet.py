@@ -14,6 +14,8 @@ are L2-normalised by default, so α is in units of the unit sphere.
 from __future__ import annotations
 
 import json
+import math
+import numbers
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -53,15 +55,19 @@ class TripletKD(Distiller):
                  miner: str = "hard", bank_size: int = 4096, index: str = "auto", age_gap: float = 10.0,
                  positive: str = "same"):
         super().__init__(task)
-        if lambda_ < 0:
-            raise UsageError(f"triplet: lambda must be >= 0, not {lambda_}")
-        if margin < 0:
-            raise UsageError(f"triplet: margin must be >= 0, not {margin}")
+        # a NaN would pass a plain ``< 0`` test and make every loss NaN; a string would fail deep in the loss
+        for name, value in (("lambda", lambda_), ("margin", margin)):
+            if not _finite(value) or value < 0:
+                raise UsageError(f"triplet: {name} must be a number >= 0, not {value!r}")
+        if not _finite(age_gap) or age_gap <= 0:
+            raise UsageError(f"triplet: age_gap must be a positive number (years), not {age_gap!r}")
+        if not isinstance(normalize, bool):  # bool("false") is True: a string must not pass as a switch
+            raise UsageError(f"triplet: normalize must be true or false, not {normalize!r}")
         if positive not in ("same", "class"):
             raise UsageError(f"triplet: positive must be 'same' (the same face) or 'class', not {positive!r}")
         if positive == "class" and task.regression:
             raise UsageError("triplet: positive=class needs classes; for age use positive=same")
-        if not isinstance(bank_size, int) or bank_size < 1:
+        if not isinstance(bank_size, int) or isinstance(bank_size, bool) or bank_size < 1:
             raise UsageError(f"triplet: bank_size must be a positive integer, not {bank_size!r}")
         if index not in ("auto", "flat", "ivf"):
             raise UsageError(f"triplet: index must be auto, flat or ivf, not {index!r}")
@@ -73,16 +79,19 @@ class TripletKD(Distiller):
         self.bank: MemoryBank | None = None
         self.index: BankIndex | None = None
         self._use_gpu = False
+        self._seed = 0
 
     def hparams(self) -> dict[str, Any]:
         return {"lambda": self.lambda_, "margin": self.margin, "normalize": self.normalize, "miner": self.miner_name,
                 "bank_size": self.bank_size, "index": self.index_kind, "age_gap": self.age_gap,
                 "positive": self.positive}
 
-    def prepare(self, student_dim: int, teacher_dim: int, cuda: bool = False) -> None:
-        """Before training: the projection when sizes differ, and an empty bank."""
+    def prepare(self, student_dim: int, teacher_dim: int, cuda: bool = False, seed: int = 0) -> None:
+        """Before training: the projection when sizes differ, an empty bank, and the miner's and the
+        index's random streams started at ``seed`` (the run's seed; >= 0)."""
         self.projection = nn.Linear(student_dim, teacher_dim) if student_dim != teacher_dim else None
-        self.bank, self.index, self._use_gpu = None, None, cuda
+        self.bank, self.index, self._use_gpu, self._seed = None, None, cuda, seed
+        self.miner.reseed(seed)
 
     def get_extra_state(self) -> dict[str, Any]:
         """The memory bank and the miner's RNG: part of a stage checkpoint, so a resumed stage mines the
@@ -101,13 +110,13 @@ class TripletKD(Distiller):
         self.bank.labels[:] = state["labels"].numpy()
         self.bank.size, self.bank.cursor = int(state["size"]), int(state["cursor"])
         self.miner.rng.bit_generator.state = json.loads(state["miner_rng"])
-        self.index = BankIndex(self.bank, self.index_kind, use_gpu=self._use_gpu)
+        self.index = BankIndex(self.bank, self.index_kind, use_gpu=self._use_gpu, seed=self._seed)
         self.index.update(np.arange(self.bank.size))
 
     def train_student(self, ctx: "StageContext") -> nn.Module:
         s_dim = ctx.model.embed_dim
         t_dim = ctx.teacher.embed_dim if ctx.teacher is not None else s_dim
-        self.prepare(s_dim, t_dim, cuda=ctx.device.type == "cuda")
+        self.prepare(s_dim, t_dim, cuda=ctx.device.type == "cuda", seed=ctx.seed)
         return super().train_student(ctx)
 
     def embed(self, student_embedding: torch.Tensor) -> torch.Tensor:
@@ -134,7 +143,7 @@ class TripletKD(Distiller):
             positive = positive[torch.as_tensor(_same_class_partner(labels), device=positive.device)]
         if self.bank is None:
             self.bank = MemoryBank(self.bank_size, anchor.shape[1])
-            self.index = BankIndex(self.bank, self.index_kind, use_gpu=self._use_gpu)
+            self.index = BankIndex(self.bank, self.index_kind, use_gpu=self._use_gpu, seed=self._seed)
         a_np = anchor.detach().float().cpu().numpy()
         d_ap = (anchor.detach() - positive).norm(dim=1).float().cpu().numpy()
         slots = self.miner.mine(a_np, labels, d_ap, self.bank, self.index)
@@ -147,6 +156,11 @@ class TripletKD(Distiller):
         loss = task_loss + self.lambda_ * trip
         return {"loss": loss, "task": task_loss.detach(), "triplet": trip.detach(),
                 "mined": torch.tensor(float(found.mean()))}
+
+
+def _finite(value: Any) -> bool:
+    """A real number (numpy's too), not a bool, and neither NaN nor infinite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _same_class_partner(labels: np.ndarray) -> np.ndarray:

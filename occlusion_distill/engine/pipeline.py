@@ -31,8 +31,8 @@ from ..tasks.base import Task
 from . import distributed as ddp
 from .cache import ModelCache, file_digest
 from .checkpoint import StageCheckpoint
-from .trainer import (TRAINER_VERSION, EvalSet, StageContext, TeacherTable, evaluate, fit, resolve_device,
-                      seed_everything)
+from .trainer import (TRAINER_VERSION, EvalSet, StageContext, TeacherTable, evaluate, fit, resolve_amp,
+                      resolve_device, seed_everything)
 
 RESUME_DIR = "resume"  # under a run's checkpoints/: stage states and finished stages, until the run ends
 
@@ -79,15 +79,23 @@ def build_parts(cfg: RunConfig, cache_dir: Path | None = None) -> Parts:
     return Parts(task, occlusion, distiller, dataset, origins)
 
 
+_PRECISION = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def resolved_settings(cfg: RunConfig, parts: Parts) -> dict[str, Any]:
-    """Every plugin's effective settings, defaults included: for config.json and the cache keys."""
+    """Every plugin's effective settings, defaults included, and what the run's ``auto`` settings resolve
+    to here (device, training precision, processes): for config.json and the cache keys."""
+    device = resolve_device(cfg.device)
     return {
         "occlusion": parts.occlusion.settings(),
+        "task": parts.task.settings(),
         "distiller": {**cfg.distiller_args, **parts.distiller.hparams()},
         "dataset": {"args": {k: v for k, v in cfg.dataset_args.items() if k != "cache_dir"},
                     "fingerprint": parts.dataset.fingerprint()},
         "channels": cfg.channels or parts.dataset.native_channels,
-        "device": str(resolve_device(cfg.device)),
+        "device": str(device),
+        "precision": _PRECISION[resolve_amp(cfg.amp, device)],
+        "processes": ddp.world_size(),
         "origins": parts.origins,
     }
 
@@ -96,7 +104,7 @@ def preflight(cfg: RunConfig) -> Parts:
     """Everything that can be checked before any data is loaded or file written: plugin names and
     options, the backbone at this image size, a ``--weights`` file."""
     parts = build_parts(cfg)
-    resolve_device(cfg.device)
+    resolve_amp(cfg.amp, resolve_device(cfg.device))  # --amp fp16 on a CPU: refused now, not at training
     channels = cfg.channels or parts.dataset.native_channels
     build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size, output_dim=1,
                 pretrained=cfg.pretrained, weights=cfg.weights)
@@ -104,28 +112,38 @@ def preflight(cfg: RunConfig) -> Parts:
 
 
 def _teacher_key(cfg: RunConfig, settings: dict[str, Any]) -> dict[str, Any]:
+    """Everything that makes the teacher's weights. Besides data, model and optimisation, the numerics:
+    training precision, ``--compile`` (fused kernels round differently), the device type (its kernels,
+    and what ``auto`` precision means there) and the number of processes (BatchNorm statistics are per
+    process). Students embed this key, and the cached teacher outputs are stored under it."""
     import timm
 
     return {
         "what": "teacher", "trainer": TRAINER_VERSION, "version": __version__, "timm": timm.__version__,
         "data": settings["dataset"], "origins": {k: v for k, v in settings["origins"].items()
                                                  if k in ("task", "dataset", "backbone")},
-        "task": cfg.task, "image_size": cfg.image_size, "channels": settings["channels"],
+        "task": cfg.task, "task_settings": settings["task"],
+        "image_size": cfg.image_size, "channels": settings["channels"],
         "backbone": cfg.backbone,
         "pretrained": cfg.pretrained, "weights": file_digest(cfg.weights) if cfg.weights else None,
         "epochs": cfg.teacher_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
         "weight_decay": cfg.weight_decay, "flip": cfg.flip, "seed": cfg.seed,
+        "precision": settings["precision"], "compile": cfg.compile,
+        "device_type": torch.device(settings["device"]).type, "processes": settings["processes"],
     }
 
 
 def _student_key(cfg: RunConfig, settings: dict[str, Any], teacher_key: dict[str, Any], distiller_name: str,
-                 distiller_settings: dict[str, Any], distiller_origin: str) -> dict[str, Any]:
+                 distiller_settings: dict[str, Any], distiller_origin: str, uses_teacher: bool = True) -> dict[str, Any]:
     return {
         "what": "student", "teacher": teacher_key, "occlusion": cfg.occlusion,
         "occlusion_settings": settings["occlusion"], "occlusion_origin": settings["origins"]["occlusion"],
         "distiller": distiller_name, "distiller_settings": distiller_settings,
         "distiller_origin": distiller_origin, "epochs": cfg.student_epochs, "lr": cfg.student_lr,
         "eval_seed": cfg.eval_seed,
+        # a distiller learns from teacher outputs computed once in fp32 (cached) or at each step under the
+        # training precision (online); the baseline never runs the teacher
+        "teacher_outputs": cfg.teacher_outputs if uses_teacher else None,
     }
 
 
@@ -295,7 +313,8 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
         return copy.deepcopy(teacher).requires_grad_(True)
 
     # 2. Baseline: the teacher fine-tuned on occluded faces, no teacher signal.
-    base_key = _student_key(cfg, settings, t_key, "finetune", {}, registry("distillers").get("finetune").origin)
+    base_key = _student_key(cfg, settings, t_key, "finetune", {}, registry("distillers").get("finetune").origin,
+                            uses_teacher=False)
 
     def train_baseline():
         seed_everything(cfg.seed + 1)
@@ -314,7 +333,7 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
             return baseline
         origin = registry("distillers").get(name).origin
         key = _student_key(cfg, settings, t_key, name, settings["distiller"] if stage == "student" else
-                           dist.hparams(), origin)
+                           dist.hparams(), origin, uses_teacher=dist.uses_teacher)
 
         def train_student():
             seed_everything(cfg.seed + 2)

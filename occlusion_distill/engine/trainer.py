@@ -52,7 +52,7 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclass
 class EvalSet:
-    images: torch.Tensor  # (N, C, H, W) in [-1, 1]
+    images: torch.Tensor  # (N, C, H, W) in [0, 1]: the model normalises (data.to_tensor)
     targets: np.ndarray
 
 
@@ -143,8 +143,13 @@ def evaluate(model: nn.Module, data: EvalSet, task: Task, device: torch.device) 
     return task.metrics(outputs, data.targets)
 
 
-def _better(task: Task, new: float, old: float | None) -> bool:
-    if old is None:
+def better_score(task: Task, new: float, old: float | None) -> bool:
+    """Whether validation score ``new`` beats the best so far (``old``, None before the first). A NaN or
+    infinite score never does and is never a best to beat (a checkpoint may hold one), so a stage keeps
+    its first finite epoch: NaN compares False with everything and would otherwise stick as the best."""
+    if not math.isfinite(new):
+        return False
+    if old is None or not math.isfinite(old):
         return True
     return new > old if task.higher_is_better else new < old
 
@@ -360,13 +365,14 @@ def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
             record = {"epoch": epoch + 1, **{f"train_{k}": v / world for k, v in means.items()},
                       **{f"val_{k}": v for k, v in val.items()}, "lr": scheduler.get_last_lr()[0]}
             ctx.history.append(record)
-            if _better(ctx.task, score, best_score):
+            if better_score(ctx.task, score, best_score):
                 best_score = score
                 best_state = copy.deepcopy(model.state_dict())
             if ctx.checkpoint is not None:
                 ctx.checkpoint.save(snapshot(epoch + 1, 0))
             if progress:
-                progress.note(f"ep {epoch + 1}/{ctx.epochs} val {ctx.task.metric} {score:.1f} (best {best_score:.1f})")
+                best = "none yet" if best_score is None else f"{best_score:.1f}"
+                progress.note(f"ep {epoch + 1}/{ctx.epochs} val {ctx.task.metric} {score:.1f} (best {best})")
         # a Ctrl-C during the last evaluation: the epoch's checkpoint is saved already
         if stop.agreed() and ctx.checkpoint is not None:
             raise Interrupted(f"interrupted in stage '{ctx.stage}' after its last epoch; " + ctx.checkpoint.describe())

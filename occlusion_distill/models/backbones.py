@@ -4,20 +4,26 @@ A backbone factory is called as ``factory(in_chans=..., pretrained=...)``. Any t
 (``timm.create_model(name, num_classes=0, in_chans=...)``); a few are registered with a description so
 ``occdistill list`` shows sensible choices, and facenet-pytorch's ``InceptionResnetV1`` is registered
 as ``inception-resnet-v1`` (VGGFace2 weights with ``--pretrained``).
+
+A backbone also says what inputs it expects: ``input_normalisation`` reads its mean and std (of images
+scaled to [0, 1]), and ``FaceModel`` applies them, so no caller normalises a face itself.
 """
 
 from __future__ import annotations
 
+import math
 from functools import partial
 from typing import Any
 
 import torch
 import torch.nn as nn
 
-from ..errors import OccdistillError, UsageError
+from ..errors import OccdistillError, PluginError, UsageError
 from ..registry import Entry, backbones
 
 DEFAULT_BACKBONE = "simple-cnn"
+#: what a backbone that declares nothing gets: (x - 0.5) / 0.5, the [-1, 1] inputs of earlier versions
+DEFAULT_MEAN, DEFAULT_STD = (0.5,), (0.5,)
 
 
 class PretrainedUnavailable(OccdistillError):
@@ -78,6 +84,49 @@ backbones._fallback = _timm_fallback
 backbones._extra_names = _timm_names
 
 
+def input_normalisation(net: nn.Module, in_chans: int,
+                        name: str | None = None) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The per-channel (mean, std) that ``net`` expects of images scaled to [0, 1]: ``in_chans`` values each.
+
+    Read from, in order: the backbone's own ``input_mean`` / ``input_std`` attributes (one value, or one
+    per channel); timm's data config of the model (``pretrained_cfg``, the same whether or not the
+    weights were loaded, so ``--weights`` files of those weights get it too); else ``DEFAULT_MEAN`` /
+    ``DEFAULT_STD``. A grey backbone (``in_chans`` 1) declared for RGB gets the mean of the three means and
+    of the three stds: timm builds a 1-channel stem from the sum of its RGB filters, which reads a grey
+    value as that value in R, G and B. Raises ``PluginError`` (naming the backbone ``name``) for a
+    declaration of the wrong length, a value that is not finite or a std that is not positive.
+    """
+    who = f"'{name}'" if name else type(net).__name__
+    mean, std = getattr(net, "input_mean", None), getattr(net, "input_std", None)
+    if (mean is None) != (std is None):
+        raise PluginError(f"backbone {who} declares only one of input_mean and input_std: declare both")
+    if mean is None and isinstance(getattr(net, "pretrained_cfg", None), dict):
+        import timm.data
+
+        config = timm.data.resolve_model_data_config(net)
+        mean, std = config["mean"], config["std"]
+    elif mean is None:
+        mean, std = DEFAULT_MEAN, DEFAULT_STD
+    out = []
+    for what, values in (("means", mean), ("stds", std)):
+        try:
+            values = (float(values),) if isinstance(values, (int, float)) else tuple(float(v) for v in values)
+        except (TypeError, ValueError):
+            raise PluginError(f"backbone {who} declares input {what} {values!r}: give numbers") from None
+        if in_chans == 1 and len(values) == 3:
+            values = (sum(values) / 3,)
+        elif len(values) == 1:
+            values = values * in_chans
+        if len(values) != in_chans:
+            raise PluginError(f"backbone {who} declares {len(values)} input {what} for "
+                              f"{in_chans}-channel images (give one, or one per channel)")
+        out.append(values)
+    if not all(math.isfinite(v) for v in out[0]) or not all(math.isfinite(v) and v > 0 for v in out[1]):
+        raise PluginError(f"backbone {who} declares input mean {out[0]} and std {out[1]}: "
+                          f"each must be finite, and each std positive")
+    return out[0], out[1]
+
+
 class _GreyToRGB(nn.Module):
     """Feeds a grey face to a network built for RGB by repeating the channel."""
 
@@ -101,7 +150,10 @@ def inception_resnet_v1(in_chans: int = 3, pretrained: bool = False) -> nn.Modul
             f"could not download the VGGFace2 weights of InceptionResnetV1 ({type(exc).__name__}); "
             f"without internet, fetch them elsewhere and pass --weights PATH") from exc
     net.num_features = 512
-    return _GreyToRGB(net) if in_chans == 1 else net
+    net = _GreyToRGB(net) if in_chans == 1 else net
+    # facenet-pytorch's fixed_image_standardization, (pixel - 127.5) / 128, the same for every channel
+    net.input_mean, net.input_std = (0.5,), (128 / 255,)
+    return net
 
 
 class SimpleCNN(nn.Module):
@@ -124,6 +176,7 @@ class SimpleCNN(nn.Module):
         layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.num_features = c
+        self.input_mean, self.input_std = DEFAULT_MEAN, DEFAULT_STD  # [-1, 1], as it was always trained
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
 
 from ..errors import UsageError
 from ..registry import registry
+from .backbones import DEFAULT_MEAN, DEFAULT_STD, input_normalisation
 
 
 class ModelOutput(NamedTuple):
@@ -18,20 +19,34 @@ class ModelOutput(NamedTuple):
 
 
 class FaceModel(nn.Module):
-    def __init__(self, backbone: nn.Module, embed_dim: int, output_dim: int):
+    """Backbone and head. It takes faces as ``data.to_tensor`` makes them, (B, C, H, W) float in [0, 1],
+    and is the one place they are normalised: with the backbone's own per-channel ``mean`` and ``std``
+    (``models.backbones.input_normalisation``), before the backbone sees them."""
+
+    def __init__(self, backbone: nn.Module, embed_dim: int, output_dim: int,
+                 mean: Sequence[float] = DEFAULT_MEAN, std: Sequence[float] = DEFAULT_STD):
         super().__init__()
         self.backbone = backbone
         self.embed_dim = embed_dim
         self.head = nn.Linear(embed_dim, output_dim)
+        # not persistent: the values come from the backbone, and state_dicts (checkpoints, the run cache)
+        # keep the keys they had before the model normalised its inputs
+        for name, values in (("input_mean", mean), ("input_std", std)):
+            self.register_buffer(name, torch.tensor(values, dtype=torch.float32).view(1, -1, 1, 1), persistent=False)
+
+    def normalise(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, C, H, W) in [0, 1] -> what the backbone expects: (x - mean) / std per channel."""
+        return (x - self.input_mean) / self.input_std
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        emb = self.backbone(x)
+        emb = self.backbone(self.normalise(x))
         return ModelOutput(self.head(emb), emb)
 
 
 def build_model(backbone: str, *, in_chans: int, image_size: int, output_dim: int,
                 pretrained: bool = False, weights: str | None = None) -> FaceModel:
-    """Create the named backbone, check it accepts the image size, put a head on it."""
+    """Create the named backbone, check it accepts the image size, put a head on it; the model normalises
+    its [0, 1] inputs with the backbone's declared mean and std."""
     net = registry("backbones").create(backbone, in_chans=in_chans, pretrained=pretrained or None)
     if weights:
         load_weights(net, weights)
@@ -46,7 +61,8 @@ def build_model(backbone: str, *, in_chans: int, image_size: int, output_dim: in
     net.train(was_training)
     if probe.ndim != 2:
         raise UsageError(f"backbone '{backbone}' must return (batch, features), returned {tuple(probe.shape)}")
-    return FaceModel(net, int(probe.shape[1]), output_dim)
+    mean, std = input_normalisation(net, in_chans, backbone)
+    return FaceModel(net, int(probe.shape[1]), output_dim, mean=mean, std=std)
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:

@@ -40,6 +40,19 @@ def check_fill(fill: Any) -> int | tuple[int, ...]:
     return tuple(int(v) for v in values) if isinstance(fill, (list, tuple)) else int(fill)
 
 
+def check_fill_mask(fill_mask: Any) -> float | tuple[float, ...] | None:
+    """``fill_mask`` as albumentations' dropouts take it: None (leave masks alone), one number, or one per
+    mask channel."""
+    if fill_mask is None:
+        return None
+    values = fill_mask if isinstance(fill_mask, (list, tuple)) else [fill_mask]
+    if not values or not all(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, bool)
+                             and np.isfinite(v) for v in values):
+        raise UsageError(f"fill_mask must be None (masks pass unchanged), a number or one per mask channel, "
+                         f"not {fill_mask!r}")
+    return tuple(values) if isinstance(fill_mask, (list, tuple)) else fill_mask
+
+
 def check_p(p: Any) -> float:
     if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
         raise UsageError(f"p (the probability of occluding a face) must be a number in [0, 1], not {p!r}")
@@ -78,13 +91,20 @@ class Occlusion(A.DualTransform):
 
     ``version`` is part of the run cache key: raise it when a change draws different pixels for the same
     settings and seed, so that models trained on the old drawings are not reused.
+
+    ``fill_mask`` is for a ``mask`` target in ``A.Compose``, as in albumentations' ``CoarseDropout``: None
+    (the default) passes the mask through unchanged (it is the caller's, a segmentation say); a value (or
+    one per mask channel) is written at the hidden pixels, so ``fill_mask=1`` on an empty mask gives the
+    coverage. A subclass takes ``fill_mask`` in its constructor and passes it here.
     """
 
     version = 1
 
-    def __init__(self, fill: int | Sequence[int] = 0, p: float = 1.0):
+    def __init__(self, fill: int | Sequence[int] = 0, p: float = 1.0,
+                 fill_mask: float | Sequence[float] | None = None):
         super().__init__(p=check_p(p))
         self.fill = check_fill(fill)
+        self.fill_mask = check_fill_mask(fill_mask)
 
     # -- what a plugin writes ----------------------------------------------------------------------
     def sample(self, landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
@@ -155,10 +175,11 @@ class Occlusion(A.DualTransform):
         return self.draw(img, **(occlusion or {}))
 
     def apply_to_mask(self, mask: np.ndarray, occlusion: dict[str, Any] | None = None, **_: Any) -> np.ndarray:
-        # The mask target receives the coverage: pass an empty mask to get what was hidden.
+        if self.fill_mask is None:
+            return mask
         cover = self.coverage(mask.shape[:2], **(occlusion or {}))
         out = mask.copy()
-        out[cover] = 1
+        out[cover] = self.fill_mask
         return out
 
     def apply_to_keypoints(self, keypoints: np.ndarray, **params: Any) -> np.ndarray:

@@ -38,8 +38,9 @@ class NoOcclusion(Occlusion):
 class _Half(Occlusion):
     hide_below = True
 
-    def __init__(self, split: float = 0.5, fill: int | Sequence[int] = 0, p: float = 1.0):
-        super().__init__(fill=fill, p=p)
+    def __init__(self, split: float = 0.5, fill: int | Sequence[int] = 0, p: float = 1.0,
+                 fill_mask: float | Sequence[float] | None = None):
+        super().__init__(fill=fill, p=p, fill_mask=fill_mask)
         if not isinstance(split, (int, float)) or not -1.0 <= split <= 2.0:
             raise UsageError(f"split must be a number in [-1, 2] (0 = eye line, 1 = nose tip), not {split!r}")
         self.split = float(split)

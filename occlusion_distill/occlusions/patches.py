@@ -39,8 +39,9 @@ class RandomPatch(Occlusion):
     """Random rectangles inside the face, sized in eye distances and turned with the head (CoarseDropout's cousin)."""
 
     def __init__(self, num_patches: int | Sequence[int] = (1, 3), size: float | Sequence[float] = (0.4, 0.9),
-                 fill: str | int | Sequence[int] = "random", p: float = 1.0):
-        super().__init__(p=p)
+                 fill: str | int | Sequence[int] = "random", p: float = 1.0,
+                 fill_mask: float | Sequence[float] | None = None):
+        super().__init__(p=p, fill_mask=fill_mask)
         self.num_patches = _pair(num_patches, "num_patches", int, 1, 32)
         self.size = _pair(size, "size (in eye distances)", float, 0.05, 4.0)
         self.fill = fill if fill == "random" else check_fill(fill)

@@ -112,8 +112,8 @@ class SurgicalMask(Occlusion):
     version = 2  # 2: drawn from one matrix product per face, light from above (was shaded in the face frame)
 
     def __init__(self, colours: Sequence[str] | None = None, variants: Sequence[str] | None = None,
-                 jitter: float = 0.04, p: float = 1.0):
-        super().__init__(p=p)
+                 jitter: float = 0.04, p: float = 1.0, fill_mask: float | Sequence[float] | None = None):
+        super().__init__(p=p, fill_mask=fill_mask)
         self.colours = _colour_choices(colours, MASK_COLOURS, "mask")
         if isinstance(variants, str):
             variants = [v.strip() for v in variants.split(",")]
@@ -206,8 +206,9 @@ class VRHeadset(Occlusion):
 
     version = 2  # 2: matte / gloss / fabric finishes, light from above
 
-    def __init__(self, colours: Sequence[str] | None = None, perspective: float = 0.08, p: float = 1.0):
-        super().__init__(p=p)
+    def __init__(self, colours: Sequence[str] | None = None, perspective: float = 0.08, p: float = 1.0,
+                 fill_mask: float | Sequence[float] | None = None):
+        super().__init__(p=p, fill_mask=fill_mask)
         self.colours = _colour_choices(colours, HEADSET_COLOURS, "vr-headset")
         if not isinstance(perspective, (int, float)) or not 0 <= perspective <= 0.3:
             raise UsageError(f"vr-headset: perspective must be a number in [0, 0.3], not {perspective!r}")

@@ -9,12 +9,33 @@ import torch
 import torch.nn.functional as F
 
 from ..data.faceset import FaceSet
-from ..errors import DataError
+from ..errors import DataError, OccdistillError, UsageError
+
+
+class _DefaultName:
+    """``Task.name`` for a subclass that sets none: the name its class is registered under (what the user
+    typed after ``--task``), else the class name in lower case."""
+
+    def __get__(self, task: "Task | None", cls: type) -> str:
+        # Read on the class (as the registry's bare decorator does while registering it) there is no
+        # registered name yet, and looking one up could import plugins in the middle of an import.
+        if task is not None:
+            from ..registry import tasks
+
+            try:
+                names = sorted(entry.name for entry in tasks.entries() if entry.obj is cls)
+            except OccdistillError:  # a plugin clash: it is reported where a task is looked up, not here
+                names = []
+            if names:
+                return names[0]
+        return cls.__name__.lower()
 
 
 class Task:
-    """Base class of task plugins. ``label`` names the data set label the task reads."""
+    """Base class of task plugins. ``label`` names the data set label the task reads; ``name`` (set it,
+    or the registered name is used) is how error messages call the task."""
 
+    name: str = _DefaultName()  # type: ignore[assignment]
     label: str = ""
     regression: bool = False
     metric: str = ""
@@ -32,16 +53,17 @@ class Task:
                             f"'{train.name}' has only: {have}")
         return self
 
-    @property
-    def name(self) -> str:
-        return getattr(type(self), "name", type(self).__name__.lower())
-
     def targets(self, faces: FaceSet) -> np.ndarray:
         return faces.labels[self.label]
 
     def state(self) -> dict[str, Any]:
         """What a trained model needs besides weights to be used again (stored in checkpoints)."""
         return {"output_dim": self.output_dim}
+
+    def settings(self) -> dict[str, Any]:
+        """The options that change what a model learns (JSON values): they are part of the cache keys of
+        trained teachers and students, so that a model trained under other options is never reused."""
+        return {}
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -115,14 +137,31 @@ def macro_f1(pred: np.ndarray, targets: np.ndarray, num_classes: int) -> float:
 
 
 class RegressionTask(Task):
-    """Predicts one number; the network works in standardised units fitted on the training split."""
+    """Predicts one number; the network works in standardised units fitted on the training split.
+
+    ``loss``: ``huber`` (quadratic within ``delta`` of the target, linear beyond), ``l1`` or ``mse``.
+    ``delta`` is in the label's own unit (years for age) and is converted through the training split's
+    standard deviation; None (the base class's default, kept so that third-party regression tasks train as
+    before) is one standard deviation. The huber loss is written as smooth L1, so beyond ``delta`` its
+    slope is l1's whatever ``delta`` is. Raises ``UsageError`` for another loss or a ``delta`` that is not
+    positive.
+    """
 
     regression = True
     metric = "mae"
     higher_is_better = False
+    LOSSES = ("huber", "l1", "mse")
 
-    def __init__(self) -> None:
+    def __init__(self, loss: str = "huber", delta: float | None = None) -> None:
         super().__init__()
+        if loss not in self.LOSSES:
+            raise UsageError(f"task '{self.name}': loss must be one of {', '.join(self.LOSSES)}, not '{loss}'")
+        if delta is not None and (isinstance(delta, bool) or not isinstance(delta, (int, float))
+                                  or not delta > 0 or not np.isfinite(delta)):
+            raise UsageError(f"task '{self.name}': delta must be a positive number (in the label's unit), "
+                             f"not {delta!r}")
+        self.loss_name = loss
+        self.delta = None if delta is None else float(delta)
         self.output_dim = 1
         self.mean = 0.0
         self.std = 1.0
@@ -139,6 +178,9 @@ class RegressionTask(Task):
     def state(self) -> dict[str, Any]:
         return {"output_dim": 1, "mean": self.mean, "std": self.std}
 
+    def settings(self) -> dict[str, Any]:
+        return {"loss": self.loss_name, **({"delta": self.delta} if self.loss_name == "huber" else {})}
+
     def normalise(self, targets: torch.Tensor) -> torch.Tensor:
         return (targets.float() - self.mean) / self.std
 
@@ -146,8 +188,13 @@ class RegressionTask(Task):
         return outputs.reshape(-1) * self.std + self.mean
 
     def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        # Huber in standardised units: robust to the odd wrong age label, smooth near zero.
-        return F.smooth_l1_loss(outputs.reshape(-1), self.normalise(targets))
+        """Mean loss of (N, 1) outputs in standardised units against (N,) targets in the label's unit."""
+        pred, target = outputs.reshape(-1), self.normalise(targets)
+        if self.loss_name == "l1":
+            return F.l1_loss(pred, target)
+        if self.loss_name == "mse":
+            return F.mse_loss(pred, target)
+        return F.smooth_l1_loss(pred, target, beta=1.0 if self.delta is None else self.delta / self.std)
 
     def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         err = self.decode(outputs) - targets.astype(np.float64)

@@ -30,7 +30,8 @@ def test_registered_through_the_entry_point():
 
 def test_settings_list_the_options_with_their_defaults():
     assert Sunglasses().settings() == {"jitter": 0.03, "opacity": 0.9, "p": 1.0, "styles": list(FRAMES),
-                                       "temples": True, "tints": list(TINTS), "version": Sunglasses.version}
+                                       "temples": True, "tints": list(TINTS), "fill_mask": None,
+                                       "version": Sunglasses.version}
     occ = Sunglasses(styles="round, aviator", tints=["black"], opacity=1, temples=False, jitter=0)
     assert occ.settings()["styles"] == ["round", "aviator"] and occ.settings()["opacity"] == 1.0
 
@@ -74,7 +75,8 @@ def test_keeps_shape_dtype_and_channels():
 
 
 def test_keypoints_unchanged_in_compose_after_flip_and_crop(faces):
-    pipeline = A.Compose([A.HorizontalFlip(p=1.0), A.Crop(6, 4, 106, 108), create("occlusions", "sunglasses")],
+    glasses = create("occlusions", "sunglasses", fill_mask=1)  # the mask target then shows what is hidden
+    pipeline = A.Compose([A.HorizontalFlip(p=1.0), A.Crop(6, 4, 106, 108), glasses],
                          keypoint_params=A.KeypointParams(format="xy", remove_invisible=False), seed=5)
     for img, lm in zip(faces.images[:6], faces.landmarks[:6]):
         res = pipeline(image=img, keypoints=lm, mask=np.zeros(img.shape[:2], np.uint8))

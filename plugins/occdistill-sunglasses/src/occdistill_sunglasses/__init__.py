@@ -75,8 +75,9 @@ class Sunglasses(Occlusion):
     version = 1  # raise when the same settings and seed draw different pixels
 
     def __init__(self, styles: str | Sequence[str] | None = None, tints: str | Sequence[str] | None = None,
-                 opacity: float = 0.9, temples: bool = True, jitter: float = 0.03, p: float = 1.0):
-        super().__init__(p=p)
+                 opacity: float = 0.9, temples: bool = True, jitter: float = 0.03, p: float = 1.0,
+                 fill_mask: float | Sequence[float] | None = None):
+        super().__init__(p=p, fill_mask=fill_mask)
         self.styles = _choices(styles, FRAMES, "styles")
         self.tints = _choices(tints, TINTS, "tints")
         if not isinstance(opacity, (int, float)) or isinstance(opacity, bool) or not 0.5 <= opacity <= 1.0:
@@ -88,7 +89,8 @@ class Sunglasses(Occlusion):
         self.opacity, self.temples, self.jitter = float(opacity), temples, float(jitter)
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
-        return ("styles", "tints", "opacity", "temples", "jitter", "p")  # what settings() and config.json show
+        # what settings() and config.json show
+        return ("styles", "tints", "opacity", "temples", "jitter", "p", "fill_mask")
 
     def sample(self, landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
         r = self.random_generator.random(7).tolist()  # one draw; each parameter maps its own share
