@@ -45,7 +45,7 @@ def _empty_splits_message(name: str, source: Path, splits: dict[str, Any], empty
                           skipped: SkipLog) -> str:
     """Why some split has no faces: none were usable at all (say why each was skipped), or too few."""
     which = f"the {', '.join(empty)} split{'s' if len(empty) > 1 else ''}"
-    why = "; ".join(f"{r} ({v['count']})" for r, v in skipped.as_dict().items())
+    why = skipped.describe()
     total = sum(len(part["images"]) for part in splits.values())
     if total == 0:
         return f"'{name}' under {source}: no usable faces (skipped: {why or 'no face images found'})"

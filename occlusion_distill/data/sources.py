@@ -116,6 +116,10 @@ class SkipLog:
     def total(self) -> int:
         return sum(self.counts.values())
 
+    def describe(self) -> str:
+        """``reason (count); ...`` in reason order, for one-line errors ('' when nothing was left out)."""
+        return "; ".join(f"{reason} ({n})" for reason, n in sorted(self.counts.items()))
+
 
 def read_image(data: bytes, channels: int) -> np.ndarray | None:
     """JPEG/PNG/... bytes -> (H, W) grey or (H, W, 3) RGB uint8; None when empty or undecodable."""

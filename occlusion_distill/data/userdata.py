@@ -106,8 +106,7 @@ def _check_split_sizes(decoded: dict[str, tuple], source: Path, deal: tuple[int,
     if total == 0 or not empty:
         return  # nothing usable at all: prepare() names the skip reasons
     which = f"the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''}"
-    why = "; ".join(f"{r} ({v['count']})" for r, v in skipped.as_dict().items())
-    why = f" (skipped: {why})" if why else ""
+    why = f" (skipped: {skipped.describe()})" if skipped.total else ""
     if deal is not None:
         need = sum(deal)
         raise DataError(f"{source}: {total} usable face{'s' if total != 1 else ''}{why}, too few to split: {which} "
@@ -377,7 +376,6 @@ class CSVData(PreparedDataset):
         if limit is not None:
             groups = {g: items[:limit * (3 if g == "all" else 1)] for g, items in groups.items()}
         if not any(groups.values()):
-            why = "; ".join(f"{r} ({v['count']})" for r, v in skipped.as_dict().items()) or "it has no rows"
-            raise DataError(f"csv: no usable rows in {source} (skipped: {why})")
+            raise DataError(f"csv: no usable rows in {source} (skipped: {skipped.describe() or 'it has no rows'})")
         return _assemble(groups, label_names, size, channels, seed, skipped, progress, classes, [source],
                          {"read": f"{how['encoding']}, {how['delimiter']} between columns"}, source=source)
