@@ -283,7 +283,7 @@ def test_locale_csvs_are_read_with_their_delimiter_and_decimal_comma(tmp_path, c
     assert stored(tmp_path / "out", "expression") == {Path(path_of(p)).name: ["happy", "sad"].index(e)
                                                       for p, e, _ in LOCALE_ROWS}
     name = {"\t": "tab"}.get(delimiter, repr(delimiter))
-    assert f"{name} between columns" in manifest["notes"]["read"] and f"read: " in out
+    assert f"{name} between columns" in manifest["notes"]["read"] and f"read: {manifest['notes']['read']}" in out
 
 
 def test_a_decimal_comma_in_a_comma_separated_file_must_be_quoted(tmp_path):
@@ -324,7 +324,7 @@ def summary_agrees(out_text: str, manifest: dict) -> str:
     per = {s: sum(p[s] for p in manifest["landmarks"]["per_split"].values()) for s in ("mtcnn", "template", "given")}
     method = manifest["landmarks"]["method"]
     total = sum(manifest["counts"].values())
-    assert per[method if method != "mtcnn" else "mtcnn"] + (per["template"] if method == "mtcnn" else 0) == total
+    assert per[method] + (per["template"] if method == "mtcnn" else 0) == total
     if method == "given":
         assert f"the data set's own annotation for all {total:,} faces" in line and "template" not in line
     elif method == "template":
