@@ -24,9 +24,10 @@ import torch
 from occlusion_distill import __version__
 from occlusion_distill.bench.stats import mean_std
 from occlusion_distill.config import RunConfig, parse_kv
-from occlusion_distill.engine.cache import ModelCache, default_cache_dir
-from occlusion_distill.engine.pipeline import run
-from occlusion_distill.engine.rundir import write_json, write_text
+from occlusion_distill.engine.cache import ModelCache
+from occlusion_distill.io import default_cache_dir
+from occlusion_distill.protocol.pipeline import run
+from occlusion_distill.io import write_json, write_text
 from occlusion_distill.report import RichReporter
 
 FIELDS = ("teacher_clean", "teacher_occluded", "baseline", "student", "gap_closed")

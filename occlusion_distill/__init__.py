@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402
 
 from .errors import DataError, OccdistillError, PluginError, UsageError  # noqa: E402
 from .registry import create, list_plugins, registry  # noqa: E402

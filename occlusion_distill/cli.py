@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from . import __version__
+from ._version import __version__
 from .errors import EXIT_RUNTIME, EXIT_USAGE, Interrupted, OccdistillError, UsageError
 from .registry import KINDS, PluginLoadWarning, list_plugins, registry
 
@@ -148,11 +148,13 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
     """
     from .config import RunConfig
     from .engine import distributed as ddp
-    from .engine.artifacts import make_plots, report_markdown
-    from .engine.cache import ModelCache, default_cache_dir
-    from .engine.pipeline import RESUME_DIR, finish_run, preflight, resolved_settings
-    from .engine.pipeline import run as run_pipeline
-    from .engine.rundir import RunDir, check_out_dir, partial_dir, write_json, write_text
+    from .protocol.artifacts import make_plots, report_markdown
+    from .engine.cache import ModelCache
+    from .io import default_cache_dir
+    from .protocol.pipeline import RESUME_DIR, finish_run, preflight, resolved_settings
+    from .protocol.pipeline import run as run_pipeline
+    from .protocol.rundir import RunDir, check_out_dir, partial_dir
+    from .io import write_json, write_text
     from .report import RichReporter
 
     if resume is not None:
@@ -249,7 +251,7 @@ def preview_cmd(occlusion: str, dataset: str, data_dir: Path | None, split: str,
                 vary_pose: bool,
                 tile: int, columns: int, occlusion_args: dict, dataset_args: dict, palette: bool, out: Path) -> None:
     """Save a grid of faces before and after an occlusion, landmarks drawn, to judge it at a glance."""
-    from .occlusions.preview import preview_faces, preview_grid, save_png
+    from .tools.preview import preview_faces, preview_grid, save_png
     from .registry import registry as plugins
     from .report import RichReporter
 
@@ -294,7 +296,7 @@ def check_plugin_cmd(ctx: click.Context, names: tuple[str, ...], check_all: bool
     reach the student and not the teacher (left as given), a student that reloads from its weights.
     """
     from .checks import DEFAULT_MIN_SPEED, DISTILLER_TASKS, check_plugin, planned_checks, resolve_kind
-    from .engine.rundir import write_json
+    from .io import write_json
     from .report import RichReporter
 
     if check_all == bool(names):
@@ -410,7 +412,8 @@ def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, onl
                   resume: bool, overwrite: bool, cache_dir: Path | None, quiet: bool) -> None:
     """Run a benchmark suite: every cell x seed, resumable; then summary.md, summary.csv and plots."""
     from .bench.suite import check_suite, load_suite, run_suite
-    from .engine.cache import ModelCache, default_cache_dir
+    from .engine.cache import ModelCache
+    from .io import default_cache_dir
     from .report import RichReporter
 
     if data_root is None:
@@ -463,7 +466,7 @@ def bench_occlusions_cmd(json_path: Path | None, faces: int, rounds: int, calls:
                          quiet: bool) -> None:
     """Throughput (one thread, 112 px RGB, against CoarseDropout) and per-region coverage of each occlusion."""
     from .bench.occlusions import run as bench_occlusions
-    from .engine.rundir import write_json
+    from .io import write_json
     from .report import RichReporter
 
     reporter = RichReporter(quiet=quiet)
@@ -491,7 +494,7 @@ def bench_data_cmd(dataset: str, data_dir: Path | None, dataset_args: dict, task
                    quiet: bool) -> None:
     """Samples/s of the training input pipeline (read, flip, occlude, tensor) next to training steps/s."""
     from .bench.data import run as bench_data
-    from .engine.rundir import write_json
+    from .io import write_json
     from .report import RichReporter
 
     dataset_args = _with_data(dataset_args, data_dir)
@@ -514,7 +517,7 @@ def bench_overhead_cmd(json_path: Path | None, faces: int, bank_sizes: tuple[int
     """Epoch seconds of finetune, kd and triplet, and FAISS vs torch mining cost per step."""
     from .bench.overhead import BANK_SIZES
     from .bench.overhead import run as bench_overhead
-    from .engine.rundir import write_json
+    from .io import write_json
     from .report import RichReporter
 
     reporter = RichReporter(quiet=quiet)
@@ -533,7 +536,7 @@ def bench_memory_cmd(json_path: Path | None, run_args: tuple[str, ...]) -> None:
     Example: occdistill bench memory --dataset ferplus --data prepared/ferplus --epochs 1
     """
     from .bench.memory import run as bench_memory
-    from .engine.rundir import write_json
+    from .io import write_json
     from .report import RichReporter
 
     if any(a in ("--out", "--resume") or a.startswith(("--out=", "--resume=")) for a in run_args):

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from .errors import UsageError
-from .models.backbones import DEFAULT_BACKBONE
 
+#: the backbone a run gets when none is named; a string, so that the config needs no model code
+DEFAULT_BACKBONE = "simple-cnn"
 MIN_IMAGE_SIZE = 32
 
 # Presets size a run. "default" is the README's main job (a few minutes on 2 CPU cores); "smoke" is

@@ -1,8 +1,11 @@
 """One generic registry for every plugin kind, fed by decorators and by entry points.
 
-Built-in plugins register with a decorator when their module is imported. Third-party packages
-declare ``[project.entry-points."occlusion_distill.<kind>"]`` and are loaded lazily, the first time a
-registry is asked for names; a plugin that fails to import becomes a warning and the rest keep working.
+Every plugin is declared in its package's ``[project.entry-points."occlusion_distill.<kind>"]`` table,
+the built-ins in this package's own ``pyproject.toml``, and loaded lazily, the first time a registry is
+asked for names. The built-ins load first (so a clash names both sides) and credit themselves as
+"(built-in)"; a third-party plugin that fails to import becomes a warning and the rest keep working.
+A plugin may also register with the ``register`` decorator when its module is imported. This module
+imports no plugin module: the registry is a layer below every plugin.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable, Iterator
 
+from ._version import __version__
 from .errors import OccdistillError, PluginError, UsageError
 
 KINDS = ("occlusions", "tasks", "distillers", "miners", "backbones", "datasets")
@@ -44,8 +48,6 @@ def first_doc_line(obj: Any) -> str:
 
 
 def _builtin_origin() -> str:
-    from . import __version__
-
     return f"{BUILTIN_ORIGIN}=={__version__} (built-in)"
 
 
@@ -70,6 +72,13 @@ class Registry:
         self._clash: PluginError | None = None
         self.load_warnings: list[str] = []
         # Backbones resolve any timm model name without registering thousands of entries.
+        self._fallback = fallback
+        self._extra_names = extra_names
+
+    def set_fallback(self, fallback: Callable[[str], Entry | None] | None,
+                     extra_names: Callable[[], list[str]] | None = None) -> None:
+        """Resolve names that are not registered: ``fallback(name)`` gives an ``Entry`` or None, and
+        ``extra_names()`` the names it knows, for "did you mean" hints (the timm backbones use this)."""
         self._fallback = fallback
         self._extra_names = extra_names
 
@@ -110,15 +119,20 @@ class Registry:
                 raise self._clash
             return
         self._entry_points_loaded = True
-        _load_builtins()  # built-ins first, so a third-party clash names both sides
         allowed = _allowed_distributions()
-        for ep in metadata.entry_points(group=self.group):
+
+        def dist_name(ep: metadata.EntryPoint) -> str:
             dist = getattr(ep, "dist", None)
-            dist_name = dist.metadata["Name"] if dist is not None else "unknown distribution"
-            if dist_name and dist_name.lower() == BUILTIN_ORIGIN:
-                continue
-            origin = f"{dist_name}=={dist.version}" if dist is not None else dist_name
-            if allowed is not None and dist_name.lower() not in allowed:
+            return dist.metadata["Name"] if dist is not None else "unknown distribution"
+
+        # built-ins first, so that a third-party clash names both sides
+        points = sorted(metadata.entry_points(group=self.group), key=lambda ep: dist_name(ep).lower() != BUILTIN_ORIGIN)
+        for ep in points:
+            dist = getattr(ep, "dist", None)
+            name = dist_name(ep)
+            builtin = name.lower() == BUILTIN_ORIGIN
+            origin = _builtin_origin() if builtin else (f"{name}=={dist.version}" if dist is not None else name)
+            if not builtin and allowed is not None and name.lower() not in allowed:
                 continue
             if ep.name in self._entries and self._entries[ep.name].origin == origin:
                 continue  # reloaded after entry points were refreshed
@@ -126,6 +140,9 @@ class Registry:
             try:
                 obj = ep.load()
             except Exception as exc:  # a broken plugin must not take the toolkit down
+                if builtin:
+                    raise PluginError(f"built-in {self.kind[:-1]} '{ep.name}' failed to load ({ep.value}): "
+                                      f"{type(exc).__name__}: {exc}; reinstall occlusion-distill") from exc
                 msg = (f"{self.kind} plugin '{ep.name}' from {origin} failed to load and is skipped: "
                        f"{type(exc).__name__}: {exc}")
                 self.load_warnings.append(msg)
@@ -221,9 +238,10 @@ _REGISTRIES: dict[str, Registry] = {}
 
 
 def registry(kind: str) -> Registry:
+    """The registry of one plugin kind (``occlusions``, ``tasks``, ``distillers``, ``miners``, ``backbones``,
+    ``datasets``); raises ``PluginError`` for another kind."""
     if kind not in KINDS:
         raise PluginError(f"unknown plugin kind '{kind}'; kinds are: {', '.join(KINDS)}")
-    _load_builtins()
     return _REGISTRIES[kind]
 
 
@@ -238,18 +256,6 @@ distillers = _make("distillers")
 miners = _make("miners")  # negative mining strategies of the triplet distiller
 datasets = _make("datasets")
 backbones = _make("backbones")  # its timm fallback is attached in models.backbones
-
-_builtins_loaded = False
-
-
-def _load_builtins() -> None:
-    """Import the built-in plugin modules once, so their decorators run."""
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    _builtins_loaded = True
-    from . import data, distillers as _d, models, occlusions as _o, tasks as _t  # noqa: F401
-
 
 def create(kind: str, name: str, **kwargs: Any) -> Any:
     return registry(kind).create(name, **kwargs)

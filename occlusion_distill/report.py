@@ -137,7 +137,7 @@ class RichReporter:
         table.add_column("model")
         table.add_column("test faces")
         table.add_column(m, justify="right")
-        from .engine.artifacts import GAP_UNDEFINED, result_rows
+        from .protocol.artifacts import GAP_UNDEFINED, result_rows
 
         for name, faces, value in result_rows(metrics):
             table.add_row(name, faces, f"{value:.2f}")

@@ -12,7 +12,7 @@ from occlusion_distill.errors import DataError, UsageError
 from occlusion_distill.registry import registry, tasks
 from occlusion_distill.tasks import Age
 from occlusion_distill.tasks.base import RegressionTask
-from occlusion_distill.tasks.builtin import AGE_HUBER_YEARS
+from occlusion_distill.tasks.age import AGE_HUBER_YEARS
 
 AGES = np.array([10.0, 30.0, 50.0], np.float32)  # standard deviation 16.3 years
 
@@ -74,7 +74,7 @@ def test_age_loss_options_are_checked_in_one_line():
 
 
 def test_the_age_loss_is_in_the_cache_keys():
-    from occlusion_distill.engine.pipeline import _student_key, _teacher_key, build_parts, resolved_settings
+    from occlusion_distill.protocol.pipeline import _student_key, _teacher_key, build_parts, resolved_settings
 
     cfg = RunConfig.from_options("smoke", task="age")
     parts = build_parts(cfg)

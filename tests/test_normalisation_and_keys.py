@@ -117,7 +117,7 @@ def test_a_backbone_declaring_a_wrong_number_of_means_is_refused():
 # --- 2. cache keys ----------------------------------------------------------------------------------
 
 def _keys(settings_change=None, **options):
-    from occlusion_distill.engine.pipeline import _student_key, _teacher_key, build_parts, resolved_settings
+    from occlusion_distill.protocol.pipeline import _student_key, _teacher_key, build_parts, resolved_settings
 
     cfg = RunConfig.from_options("smoke", **options)
     parts = build_parts(cfg)

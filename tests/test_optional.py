@@ -9,7 +9,7 @@ from occlusion_distill.optional import require_faiss
 def test_faiss_is_imported_lazily():
     import subprocess
 
-    code = ("import sys, occlusion_distill.cli, occlusion_distill.engine.pipeline; "
+    code = ("import sys, occlusion_distill.cli, occlusion_distill.protocol.pipeline; "
             "print('faiss' in sys.modules)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.stdout.strip() == "False", res.stderr

@@ -9,8 +9,8 @@ from occlusion_distill.config import RunConfig
 from occlusion_distill.data.synthfaces import generate
 from occlusion_distill.data.paired import PairedFaces, hflip, to_tensor
 from occlusion_distill.engine.cache import ModelCache
-from occlusion_distill.engine.pipeline import gap_closed, run
-from occlusion_distill.engine.trainer import TeacherTable
+from occlusion_distill.protocol.pipeline import gap_closed, run
+from occlusion_distill.engine.stage import TeacherTable
 from occlusion_distill.models import build_model
 from occlusion_distill.registry import create
 from occlusion_distill.report import NullReporter
@@ -167,7 +167,8 @@ def test_teacher_is_frozen_and_unchanged_by_distillation():
     task = create("tasks", "expression").setup(faces)
     teacher = build_model("simple-cnn", in_chans=3, image_size=32, output_dim=task.output_dim)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
-    from occlusion_distill.engine.trainer import EvalSet, StageContext, fit
+    from occlusion_distill.engine.stage import EvalSet, StageContext
+    from occlusion_distill.engine.trainer import fit
     import copy
 
     student = copy.deepcopy(teacher)
@@ -183,7 +184,7 @@ def test_teacher_is_frozen_and_unchanged_by_distillation():
 
 
 def test_cache_keys_change_with_what_changes_the_model(tmp_path):
-    from occlusion_distill.engine.pipeline import _student_key, _teacher_key, build_parts, resolved_settings
+    from occlusion_distill.protocol.pipeline import _student_key, _teacher_key, build_parts, resolved_settings
 
     def keys(**options):
         cfg = RunConfig.from_options("smoke", **options)
@@ -205,7 +206,7 @@ def test_cache_keys_change_with_what_changes_the_model(tmp_path):
 
 
 def test_validation_and_test_labels_are_never_noisy(tmp_path):
-    from occlusion_distill.data.builtin import SynthFaces
+    from occlusion_distill.data.synthfaces import SynthFaces
 
     clean, noisy = SynthFaces(n_train=50, n_val=50, n_test=50, label_noise=0.0), \
         SynthFaces(n_train=50, n_val=50, n_test=50, label_noise=0.5)

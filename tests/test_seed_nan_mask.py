@@ -15,7 +15,8 @@ from occlusion_distill.data.synthfaces import generate
 from occlusion_distill.distillers.base import Distiller
 from occlusion_distill.distillers.mining import BankIndex, MemoryBank
 from occlusion_distill.engine.checkpoint import StageCheckpoint
-from occlusion_distill.engine.trainer import EvalSet, StageContext, better_score, fit, predict
+from occlusion_distill.engine.stage import EvalSet, StageContext
+from occlusion_distill.engine.trainer import better_score, fit, predict
 from occlusion_distill.errors import UsageError
 from occlusion_distill.models.network import ModelOutput, build_model
 from occlusion_distill.registry import create, registry

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 from occlusion_distill.config import RunConfig
 from occlusion_distill.engine.cache import ModelCache
-from occlusion_distill.engine.pipeline import run
+from occlusion_distill.protocol.pipeline import run
 from occlusion_distill.registry import tasks
 from occlusion_distill.report import RichReporter
-from occlusion_distill.tasks.builtin import Age
+from occlusion_distill.tasks.age import Age
 
 QUICK = {"backbone": "simple-cnn", "image_size": 40, "teacher_epochs": 6, "student_epochs": 2, "batch_size": 64}
 

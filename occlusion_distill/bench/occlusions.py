@@ -21,7 +21,7 @@ from ..data.faceset import FaceSet
 from ..data.pose import vary_pose
 from ..data.synthfaces import generate
 from ..occlusions.base import Occlusion
-from ..occlusions.preview import face_seed
+from ..tools.preview import face_seed
 from ..occlusions.regions import REGIONS, region_masks
 from ..registry import registry
 

@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 
 from ..data.paired import PairedFaces
 from ..distillers.mining import BankIndex, MemoryBank, exact_search
-from ..engine.trainer import TeacherTable, seed_everything
+from ..engine.stage import TeacherTable
+from ..engine.trainer import seed_everything
 from ..models.backbones import DEFAULT_BACKBONE
 from ..models.network import build_model
 from ..registry import registry

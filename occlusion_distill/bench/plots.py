@@ -1,6 +1,6 @@
 """The suite's figures: per task, scores with error bars; for the whole suite, a heatmap of the gap closed.
 
-Figures are built without pyplot (no global backend, no GUI), as in ``engine.artifacts``.
+Figures are built without pyplot (no global backend, no GUI), as in ``protocol.artifacts``.
 """
 
 from __future__ import annotations

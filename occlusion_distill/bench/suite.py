@@ -267,7 +267,7 @@ def check_suite(suite: Suite, reporter: Any = None) -> dict[str, RunConfig]:
     Returns ``{cell id + seed: config}``. The first problem raises a ``SuiteError`` naming the cell and
     the field.
     """
-    from ..engine.pipeline import preflight
+    from ..protocol.pipeline import preflight
 
     configs: dict[str, RunConfig] = {}
     checked: dict[str, str] = {}
@@ -355,7 +355,7 @@ def read_results(out: Path) -> list[dict[str, Any]]:
 
 
 def _append(out: Path, rows: list[dict[str, Any]]) -> None:
-    from ..engine.rundir import write_text
+    from ..io import write_text
 
     # the whole file is replaced atomically: a kill leaves the old lines or the new ones, never half a line
     write_text(out / RESULTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
@@ -363,7 +363,7 @@ def _append(out: Path, rows: list[dict[str, Any]]) -> None:
 
 def write_meta(suite: Suite, out: Path, command: str | None) -> None:
     """What ``bench report`` needs besides the results: the suite's name, text, references, command."""
-    from ..engine.rundir import write_json
+    from ..io import write_json
     from .summary import SUITE_META
 
     write_json(out / SUITE_META, {"name": suite.name, "file": suite.path.as_posix(), "description": suite.description,
@@ -398,7 +398,7 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
 
     import torch
 
-    from ..engine.pipeline import run as run_pipeline
+    from ..protocol.pipeline import run as run_pipeline
     from .summary import write_report
 
     configs = check_suite(suite, reporter)

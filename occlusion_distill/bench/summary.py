@@ -243,7 +243,7 @@ def csv_text(cells: list[CellStats]) -> str:
 
 def write_report(out: Path, suite: Any = None) -> dict[str, Any]:
     """summary.md, summary.csv and plots/ from ``out/results.jsonl`` (and ``out/suite.json`` when present)."""
-    from ..engine.rundir import atomic_write, write_text
+    from ..io import atomic_write, write_text
     from .plots import bar_chart, gap_heatmap
 
     out = Path(out)

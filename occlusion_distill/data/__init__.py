@@ -2,7 +2,7 @@
 
 from .affectnet import AffectNet
 from .base import SPLITS, FaceDataset
-from .builtin import SynthFaces
+from .synthfaces import SynthFaces
 from .faceset import FaceSet
 from .fer import FER2013, FERPlus
 from .paired import PairedFaces, occlude_all, to_tensor

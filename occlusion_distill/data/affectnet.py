@@ -23,7 +23,6 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
-from ..registry import datasets
 from .prepared import PreparedDataset
 from .sources import SkipLog, one_file, read_image, stratified_split
 
@@ -124,7 +123,6 @@ def _read_csv(path: Path, size: int, limit: int | None, skipped: SkipLog,
             "names": names}
 
 
-@datasets.register("affectnet")
 class AffectNet(PreparedDataset):
     """AffectNet (manually annotated): 8 expressions, face boxes and 68 landmarks from the official CSVs."""
 

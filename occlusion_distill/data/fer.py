@@ -27,7 +27,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import DataError, UsageError
-from ..registry import datasets
 from .prepared import PreparedDataset
 from .sources import SkipLog, one_file
 
@@ -156,7 +155,6 @@ def ferplus_labels(votes: np.ndarray, mode: str) -> tuple[np.ndarray, np.ndarray
     raise UsageError(f"ferplus: mode must be majority, plurality or probability, not {mode!r}")
 
 
-@datasets.register("ferplus")
 class FERPlus(PreparedDataset):
     """FER2013 faces with FER+ crowd labels: 8 emotions, majority / plurality / probability modes."""
 
@@ -193,7 +191,6 @@ class FERPlus(PreparedDataset):
                            [csv_path, votes_path], classes={"expression": list(FERPLUS_CLASSES)})
 
 
-@datasets.register("fer2013")
 class FER2013(PreparedDataset):
     """FER2013 with its original labels: 7 emotions, grey 48x48 faces."""
 

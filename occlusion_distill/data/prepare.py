@@ -19,11 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
+from .._version import __version__
 from ..errors import DataError, UsageError
 from ..registry import registry
 from .landmarks import SOURCES, add_landmarks
-from .prepared import FORMAT_VERSION, MANIFEST, sha256_file
+from ..io import file_digest
+from .prepared import FORMAT_VERSION, MANIFEST
 from .sources import EXTRACTED, SkipLog, is_leftover
 
 
@@ -32,7 +33,7 @@ def _source_files(files: list[Path]) -> list[dict[str, Any]]:
     for f in files:
         f = EXTRACTED.get(Path(f), Path(f))  # a file read out of a zip: the zip is the source
         if f.is_file():
-            out.append({"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": sha256_file(f)})
+            out.append({"path": str(f.resolve()), "bytes": f.stat().st_size, "sha256": file_digest(f)})
         else:  # a folder of images: its listing stands for it
             names = sorted(str(p.relative_to(f)) for p in f.rglob("*")
                            if p.is_file() and not is_leftover(p.relative_to(f)))
@@ -161,7 +162,7 @@ def prepare(name: str, source: Path, out: Path, *, landmarks: str = "auto", limi
             for key, arr in arrays.items():
                 path = tmp / f"{split}.{key}.npy"
                 np.save(path, arr)
-                checksums[path.name] = sha256_file(path)
+                checksums[path.name] = file_digest(path)
             if part.get("names") is not None:
                 (tmp / f"{split}.names.txt").write_text("\n".join(part["names"]) + "\n")
             counts[split] = len(images)

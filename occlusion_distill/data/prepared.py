@@ -26,14 +26,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 
 
-def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def read_manifest(root: Path) -> dict[str, Any]:
     path = Path(root) / MANIFEST
     if not path.is_file():
@@ -50,7 +42,7 @@ def read_manifest(root: Path) -> dict[str, Any]:
 
 
 def _default_faces_dir() -> Path:
-    from ..engine.cache import default_cache_dir
+    from ..io import default_cache_dir
 
     return default_cache_dir() / "faces"
 
@@ -146,8 +138,8 @@ class PreparedDataset(FaceDataset):
         file in the cache, so that RAM does not grow with the data set (pages are read as faces are used)."""
         from numpy.lib.format import open_memmap
 
-        from ..engine.cache import key_digest
-        from ..engine.rundir import atomic_write
+        from ..io import key_digest
+        from ..io import atomic_write
 
         key = {"what": "faces", "arrays": self.manifest.get("checksums", {}).get(f"{split}.images.npy"),
                "root": str(self.root.resolve()), "split": split, "size": size, "channels": channels,

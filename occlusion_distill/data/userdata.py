@@ -28,7 +28,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import DataError, UsageError
-from ..registry import datasets
 from .prepared import PreparedDataset
 from .sources import LEFTOVER_REASON, SkipLog, decode_image, is_leftover, stratified_split
 
@@ -125,7 +124,6 @@ def _check_size(size: Any, channels: Any) -> tuple[int, int]:
     return size, channels
 
 
-@datasets.register("folder")
 class FolderData(PreparedDataset):
     """Your own images in class folders (optionally inside train/val/test folders)."""
 
@@ -269,7 +267,6 @@ def _age(value: str) -> tuple[float | None, str]:
     return age, ""
 
 
-@datasets.register("csv")
 class CSVData(PreparedDataset):
     """Your own images listed in a CSV: path plus expression / gender / age columns, optional split."""
 

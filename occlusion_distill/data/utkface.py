@@ -22,7 +22,6 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import DataError, UsageError
-from ..registry import datasets
 from .prepared import PreparedDataset
 from .sources import SkipLog, decode_image, is_leftover, search, stratified_split
 
@@ -108,7 +107,6 @@ def locate(source: Path) -> tuple[dict[str, list[_Member]] | None, list[_Member]
     return None, [_Member(p.name, p) for p in files], [source]
 
 
-@datasets.register("utkface")
 class UTKFace(PreparedDataset):
     """UTKFace aligned crops: age (years) and gender from the file names, RGB."""
 

@@ -1,7 +1,8 @@
 """Distiller plugins: finetune (the baseline), kd, triplet (with its miners and memory bank) and combined."""
 
 from .base import Distiller
-from .builtin import Finetune, SoftTargetKD, kd_kl
+from .finetune import Finetune
+from .kd import SoftTargetKD, kd_kl
 from .mining import BankIndex, MemoryBank, Miner
 from .triplet import TripletKD, triplet_loss
 from .combined import Combined, CombinedModel

@@ -18,7 +18,7 @@ from ..models.network import ModelOutput
 from ..tasks.base import Task
 
 if TYPE_CHECKING:
-    from ..engine.trainer import StageContext
+    from ..engine.stage import StageContext
 
 
 class Distiller(nn.Module):

@@ -19,12 +19,11 @@ from torch.utils.data import DataLoader
 
 from ..errors import RunFailed, UsageError
 from ..models.network import ModelOutput
-from ..registry import distillers
 from ..tasks.base import Task
 from .base import Distiller
 
 if TYPE_CHECKING:
-    from ..engine.trainer import StageContext
+    from ..engine.stage import StageContext
 
 L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
@@ -55,7 +54,6 @@ class CombinedModel(nn.Module):
         return self
 
 
-@distillers.register("combined")
 class Combined(Distiller):
     """Head on the joined embeddings of the frozen kd and triplet students (logistic / ridge)."""
 

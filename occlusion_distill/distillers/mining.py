@@ -24,7 +24,6 @@ import torch
 
 from ..errors import UsageError
 from ..optional import require_faiss
-from ..registry import miners
 
 IVF_ABOVE = 50_000
 EMPTY = 1e4  # the coordinate of empty bank slots  # "auto" switches to the approximate index above this many entries
@@ -207,7 +206,6 @@ class Miner:
             k = min(k * 8, bank.capacity)
 
 
-@miners.register("hard")
 class HardMiner(Miner):
     """The closest valid negative (the hardest): what the paper mines with FAISS."""
 
@@ -216,7 +214,6 @@ class HardMiner(Miner):
         return _take(slots, ok, ok.argmax(axis=1))
 
 
-@miners.register("semi-hard")
 class SemiHardMiner(Miner):
     """The closest valid negative farther than the positive (FaceNet's semi-hard); else the hardest."""
 
@@ -226,7 +223,6 @@ class SemiHardMiner(Miner):
         return _take(slots, ok, np.where(semi.any(axis=1), semi.argmax(axis=1), ok.argmax(axis=1)))
 
 
-@miners.register("random")
 class RandomMiner(Miner):
     """Any valid negative, uniformly (a baseline for the mining strategies)."""
 

@@ -26,13 +26,13 @@ import torch.nn.functional as F
 from ..engine import distributed as ddp
 from ..errors import UsageError
 from ..models.network import ModelOutput
-from ..registry import distillers, registry
+from ..registry import registry
 from ..tasks.base import Task
 from .base import Distiller
 from .mining import BankIndex, MemoryBank
 
 if TYPE_CHECKING:
-    from ..engine.trainer import StageContext
+    from ..engine.stage import StageContext
 
 
 def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, margin: float,
@@ -47,7 +47,6 @@ def triplet_loss(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.T
     return (losses * valid).sum() / valid.sum().clamp_min(1.0)
 
 
-@distillers.register("triplet")
 class TripletKD(Distiller):
     """Triplet KD: task loss + λ·triplet(student occluded anchor, teacher clean positive, mined negative)."""
 

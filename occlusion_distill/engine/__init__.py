@@ -1,1 +1,1 @@
-"""The engine: one training loop, the teacher -> student protocol, the run cache and run directories."""
+"""The training layer: stage types, the stage trainer, checkpoints, distributed helpers and the stage cache."""

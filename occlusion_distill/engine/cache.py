@@ -6,39 +6,13 @@ training them again. Each file carries its key and is rejected when the key does
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("OCCDISTILL_CACHE")
-    if env:
-        return Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "occlusion-distill"
-
-
-def key_digest(key: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
-
-
-def file_digest(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def atomic_torch_save(obj: Any, path: Path) -> None:
-    from .rundir import atomic_write
-
-    atomic_write(path, lambda tmp: torch.save(obj, tmp))
+from ..io import atomic_torch_save, key_digest
 
 
 class ModelCache:

@@ -9,7 +9,6 @@ another configuration is never resumed from.
 from __future__ import annotations
 
 import json
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from .cache import atomic_torch_save, key_digest
+from ..io import atomic_torch_save, key_digest, load_weights_only
 
 
 def rng_state() -> dict[str, Any]:
@@ -42,17 +41,6 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def load_weights_only(path: Path, advice: str = "") -> Any:
-    """``torch.load`` with ``weights_only=True``: code hidden in a pickle is never run; such a file is refused."""
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise UsageError(f"{path} is not a weights-only file (it needs arbitrary code to unpickle); "
-                         f"refusing to load it{advice}") from exc
-    except Exception as exc:
-        raise UsageError(f"cannot read {path}: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from exc
 
 
 class StageCheckpoint:

@@ -9,19 +9,18 @@ import random
 import signal
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Sampler
 
-from ..data.paired import PairedFaces
 from ..errors import Interrupted, RunFailed, UsageError
 from ..models.network import FaceModel, ModelOutput
 from ..tasks.base import Task
-from .checkpoint import StageCheckpoint, rng_state, set_rng_state
+from .checkpoint import rng_state, set_rng_state
+from .stage import EvalSet, StageContext, TeacherTable
 
 # bump when a change alters what a given config trains (invalidates caches). 2: the face order of an
 # epoch is drawn from (seed, epoch) alone, so that a stage can resume in the middle of an epoch.
@@ -48,71 +47,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"--device {name}: CUDA is not available here (use --device cpu or auto)")
     return device
-
-
-@dataclass
-class EvalSet:
-    images: torch.Tensor  # (N, C, H, W) in [0, 1]: the model normalises (data.to_tensor)
-    targets: np.ndarray
-
-
-@dataclass
-class StageContext:
-    """Everything a stage needs; a distiller's ``train_student`` receives it."""
-
-    stage: str
-    model: FaceModel
-    task: Task
-    train: PairedFaces
-    val: EvalSet
-    view: str  # "clean" (teacher) or "occluded" (students)
-    epochs: int
-    batch_size: int
-    lr: float
-    weight_decay: float
-    device: torch.device
-    seed: int
-    num_workers: int = 0
-    teacher: FaceModel | None = None
-    progress: Callable[..., Any] | None = None  # reporter.stage(...) factory
-    teacher_outputs: str = "cached"  # "cached": run the teacher once per face and flip; "online": every step
-    history: list[dict[str, Any]] = field(default_factory=list)
-    #: another distiller's student of this run by name, from the run cache or trained now (``combined``)
-    student_for: Callable[[str], FaceModel] | None = None
-    #: the run's ``TeacherTable``, computed once (or read from the run cache) and shared by its students
-    teacher_table: Callable[[], "TeacherTable"] | None = None
-    #: where this stage saves and resumes its state (None: no checkpoints, e.g. library use)
-    checkpoint: StageCheckpoint | None = None
-    amp: str = "off"  # off, auto, bf16, fp16
-    compile: bool = False
-
-
-class TeacherTable:
-    """The frozen teacher's outputs on every clean training face, unflipped and flipped.
-
-    When the clean view is a function of (face, flip) alone, these equal what the teacher would give
-    at each step, so distillation steps cost no teacher forward pass.
-    """
-
-    def __init__(self, teacher: nn.Module | None, train: PairedFaces | None, device: torch.device,
-                 batch_size: int = 256, tensors: tuple[torch.Tensor, torch.Tensor] | None = None):
-        if tensors is not None:  # stored outputs (the run cache): (2, N, K) logits, (2, N, D) embeddings
-            self.logits, self.embeddings = (t.to(device) for t in tensors)
-            return
-        logits, embeddings = [], []
-        teacher.eval()
-        with torch.no_grad():
-            for flipped in (False, True):
-                outs = [teacher(views.to(device).contiguous(memory_format=torch.channels_last))
-                        for views in train.clean_views(flipped, batch_size)]
-                logits.append(torch.cat([o.logits for o in outs]))
-                embeddings.append(torch.cat([o.embedding for o in outs]))
-        self.logits = torch.stack(logits)  # (2, N, K): [flipped, face]
-        self.embeddings = torch.stack(embeddings)  # (2, N, D)
-
-    def lookup(self, index: torch.Tensor, flipped: torch.Tensor) -> ModelOutput:
-        f, i = flipped.long().to(self.logits.device), index.to(self.logits.device)
-        return ModelOutput(self.logits[f, i], self.embeddings[f, i])
 
 
 @torch.no_grad()

@@ -19,9 +19,9 @@ import torch
 import torch.nn as nn
 
 from ..errors import OccdistillError, PluginError, UsageError
+from ..config import DEFAULT_BACKBONE  # noqa: F401  (re-exported: the backbone a run gets by default)
 from ..registry import Entry, backbones
 
-DEFAULT_BACKBONE = "simple-cnn"
 #: what a backbone that declares nothing gets: (x - 0.5) / 0.5, the [-1, 1] inputs of earlier versions
 DEFAULT_MEAN, DEFAULT_STD = (0.5,), (0.5,)
 
@@ -60,8 +60,21 @@ _CURATED = {
     "efficientnet_b0": "timm EfficientNet-B0",
     "vgg11_bn": "timm VGG-11 with BatchNorm (close to the paper's VGG family)",
 }
-for _name, _desc in _CURATED.items():
-    backbones.add(_name, partial(_timm, _name), description=_desc)
+
+
+def _curated(model_name: str) -> Any:
+    factory = partial(_timm, model_name)
+    factory.__doc__ = _CURATED[model_name]  # the description `occdistill list` shows
+    return factory
+
+
+# module attributes, so that the package's entry points can name them
+resnet10t = _curated("resnet10t")
+resnet18 = _curated("resnet18")
+resnet50 = _curated("resnet50")
+mobilenetv3_small_100 = _curated("mobilenetv3_small_100")
+efficientnet_b0 = _curated("efficientnet_b0")
+vgg11_bn = _curated("vgg11_bn")
 
 
 def _timm_fallback(name: str) -> Entry | None:
@@ -80,8 +93,7 @@ def _timm_names() -> list[str]:
     return timm.list_models()
 
 
-backbones._fallback = _timm_fallback
-backbones._extra_names = _timm_names
+backbones.set_fallback(_timm_fallback, _timm_names)
 
 
 def input_normalisation(net: nn.Module, in_chans: int,
@@ -138,7 +150,6 @@ class _GreyToRGB(nn.Module):
         return self.net(x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x)
 
 
-@backbones.register("inception-resnet-v1")
 def inception_resnet_v1(in_chans: int = 3, pretrained: bool = False) -> nn.Module:
     """facenet-pytorch InceptionResnetV1, 512-d; --pretrained loads its VGGFace2 weights (needs internet)."""
     from facenet_pytorch import InceptionResnetV1
@@ -182,7 +193,6 @@ class SimpleCNN(nn.Module):
         return self.features(x)
 
 
-@backbones.register("simple-cnn")
 def simple_cnn(in_chans: int = 3, pretrained: bool = False, widths: tuple[int, ...] = (24, 48, 96, 192)) -> nn.Module:
     """The default: a 4-block VGG-style CNN (~0.6 M parameters) that trains from scratch on 2 CPU cores."""
     if pretrained:

@@ -70,7 +70,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise UsageError(f"weights file not found: {path}")
-    from ..engine.checkpoint import load_weights_only
+    from ..io import load_weights_only
 
     obj = load_weights_only(path, advice=". Save a plain state_dict instead")
     for key in ("state_dict", "model", "backbone"):

@@ -4,7 +4,8 @@ from .base import Occlusion, landmarks_from
 from .halves import LowerHalf, NoOcclusion, UpperHalf, face_axes
 from .patches import RandomPatch
 from .regions import REGIONS, FaceFrame, coverage_by_region, region_masks
-from .wearables import SurgicalMask, VRHeadset
+from .mask import SurgicalMask
+from .vr_headset import VRHeadset
 
 __all__ = ["Occlusion", "landmarks_from", "NoOcclusion", "LowerHalf", "UpperHalf", "face_axes", "REGIONS",
            "FaceFrame", "coverage_by_region", "region_masks", "SurgicalMask", "VRHeadset",

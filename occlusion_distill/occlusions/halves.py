@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UsageError
-from ..registry import occlusions
 from .base import Occlusion
 from .regions import FaceFrame
 
@@ -24,7 +23,6 @@ def face_axes(landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return frame.across, frame.down
 
 
-@occlusions.register("none")
 class NoOcclusion(Occlusion):
     """Nothing hidden: the clean face (reference and sanity check)."""
 
@@ -61,14 +59,12 @@ class _Half(Occlusion):
         return side > 0 if self.hide_below else side <= 0
 
 
-@occlusions.register("lower-half")
 class LowerHalf(_Half):
     """Hides the lower half of the face (nose and mouth): only eyes and brows stay visible."""
 
     hide_below = True
 
 
-@occlusions.register("upper-half")
 class UpperHalf(_Half):
     """Hides the upper half of the face (eyes and brows): only nose and mouth stay visible."""
 

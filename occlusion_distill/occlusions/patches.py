@@ -13,7 +13,6 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import UsageError
-from ..registry import occlusions
 from . import raster
 from .base import Occlusion, check_fill
 from .regions import FaceFrame
@@ -34,7 +33,6 @@ def _pair(value: Any, name: str, kind: type, lo: float, hi: float) -> tuple:
     return tuple(kind(v) for v in pair)
 
 
-@occlusions.register("random-patch")
 class RandomPatch(Occlusion):
     """Random rectangles inside the face, sized in eye distances and turned with the head (CoarseDropout's cousin)."""
 

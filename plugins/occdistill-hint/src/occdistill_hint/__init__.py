@@ -27,7 +27,7 @@ from occlusion_distill.distillers import Distiller
 from occlusion_distill.errors import UsageError
 
 if TYPE_CHECKING:
-    from occlusion_distill.engine.trainer import StageContext
+    from occlusion_distill.engine.stage import StageContext
     from occlusion_distill.models.network import ModelOutput
     from occlusion_distill.tasks.base import Task
 

@@ -16,23 +16,24 @@ from typing import Any, Iterator
 
 import torch
 
-from .. import __version__
+from .._version import __version__
 from ..config import RunConfig
 from ..data.base import FaceDataset
 from ..data.faceset import FaceSet
 from ..data.paired import PairedFaces, occlude_all, to_tensor
 from ..distillers.base import Distiller
-from ..distillers.builtin import Finetune
+from ..distillers.finetune import Finetune
 from ..errors import OccdistillError, PluginError, RunFailed, UsageError
 from ..models.network import FaceModel, build_model
 from ..occlusions.base import Occlusion
 from ..registry import registry
 from ..tasks.base import Task
-from . import distributed as ddp
-from .cache import ModelCache, file_digest
-from .checkpoint import StageCheckpoint
-from .trainer import (TRAINER_VERSION, EvalSet, StageContext, TeacherTable, evaluate, fit, resolve_amp,
-                      resolve_device, seed_everything)
+from ..engine import distributed as ddp
+from ..engine.cache import ModelCache
+from ..engine.checkpoint import StageCheckpoint
+from ..io import atomic_torch_save, file_digest
+from ..engine.stage import EvalSet, StageContext, TeacherTable
+from ..engine.trainer import TRAINER_VERSION, evaluate, fit, resolve_amp, resolve_device, seed_everything
 
 RESUME_DIR = "resume"  # under a run's checkpoints/: stage states and finished stages, until the run ends
 
@@ -247,7 +248,7 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
                             epochs=epochs, batch_size=cfg.batch_size, lr=lr, weight_decay=cfg.weight_decay,
                             device=device, seed=cfg.seed, num_workers=cfg.num_workers, teacher=teacher,
                             progress=reporter.stage, teacher_outputs=cfg.teacher_outputs, checkpoint=checkpoint,
-                            amp=cfg.amp, compile=cfg.compile)
+                            amp=cfg.amp, compile=cfg.compile, trainer=fit)
 
     histories: dict[str, list[dict[str, Any]]] = {}
     cached: dict[str, bool] = {}
@@ -385,7 +386,6 @@ def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
     }
     models = {"teacher": teacher, "baseline": baseline, "student": student}
     if checkpoint_dir is not None and ddp.is_main():
-        from .cache import atomic_torch_save
 
         # checkpoints/resume/ stays until the caller has written everything else (then finish_run)
         for name, model in models.items():

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ..errors import UsageError
-from .faceset import FaceSet
+from ...errors import UsageError
+from ..faceset import FaceSet
 
 EXPRESSIONS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 GENDERS = ("male", "female")

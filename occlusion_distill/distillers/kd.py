@@ -1,4 +1,7 @@
-"""``finetune`` (no teacher, the baseline) and ``kd`` (soft targets from the clean-face teacher)."""
+"""``kd``: soft-target knowledge distillation from the clean-face teacher (Hinton et al., 2015).
+
+Classification: (1-λ)·CE(y, s) + λ·τ²·KL(softmax(t/τ) ‖ softmax(s/τ)); regression: (1-λ)·task loss + λ·|s − t|.
+"""
 
 from __future__ import annotations
 
@@ -9,21 +12,8 @@ import torch.nn.functional as F
 
 from ..errors import UsageError
 from ..models.network import ModelOutput
-from ..registry import distillers
 from ..tasks.base import Task
 from .base import Distiller
-
-
-@distillers.register("finetune")
-class Finetune(Distiller):
-    """Baseline: fine-tune on occluded faces with the task loss only (no teacher)."""
-
-    uses_teacher = False
-
-    def forward(self, student: ModelOutput, targets: torch.Tensor,
-                teacher: ModelOutput | None = None) -> dict[str, torch.Tensor]:
-        loss = self.task.loss(student.logits, targets)
-        return {"loss": loss, "task": loss.detach()}
 
 
 def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float) -> torch.Tensor:
@@ -33,7 +23,6 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * tau * tau
 
 
-@distillers.register("kd")
 class SoftTargetKD(Distiller):
     """Soft-target KD: (1-λ)·task loss + λ·τ²·KL(teacher ‖ student); for age, λ·|student − teacher|."""
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from ..data.faceset import FaceSet
 from ..errors import UsageError
-from .base import Occlusion
+from ..occlusions.base import Occlusion
 
 # MTCNN order: left eye, right eye, nose, left mouth corner, right mouth corner
 _LANDMARK_COLOURS = [(40, 200, 60), (40, 200, 60), (250, 200, 30), (230, 50, 50), (230, 50, 50)]
@@ -86,7 +86,7 @@ def save_png(grid: np.ndarray, path: Path, palette: bool = False) -> None:
     """Write the grid as an optimised PNG, atomically; ``palette``: 256 colours, about 4x smaller (for docs)."""
     from PIL import Image
 
-    from ..engine.rundir import atomic_write
+    from ..io import atomic_write
 
     picture = Image.fromarray(grid)
     if palette:

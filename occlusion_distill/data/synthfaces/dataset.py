@@ -9,17 +9,15 @@ from typing import Callable
 
 import numpy as np
 
-from ..engine.rundir import atomic_write
-from ..errors import UsageError
-from ..registry import datasets
-from .base import SPLITS, FaceDataset
-from .faceset import FaceSet
-from .synthfaces import EXPRESSIONS, GENDERS, GENERATOR_VERSION, generate
+from ...io import atomic_write
+from ...errors import UsageError
+from ..base import SPLITS, FaceDataset
+from ..faceset import FaceSet
+from .generator import EXPRESSIONS, GENDERS, GENERATOR_VERSION, generate
 
 _SPLIT_STREAM = {"train": 0, "val": 1, "test": 2}
 
 
-@datasets.register("synthfaces")
 class SynthFaces(FaceDataset):
     """Built-in procedural faces with 5 landmarks; expression, gender and age labels; no download."""
 

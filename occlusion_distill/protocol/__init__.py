@@ -1,0 +1,1 @@
+"""The teacher -> student protocol: the pipeline object, cache keys, the run directory and its artifacts."""

@@ -1,0 +1,1 @@
+"""Tools over the plugins that are not plugins themselves: the occlusion preview sheet."""
