@@ -14,7 +14,7 @@ from typing import Any
 import click
 
 from ._version import __version__
-from .errors import EXIT_RUNTIME, EXIT_USAGE, Interrupted, OccdistillError, UsageError
+from .errors import EXIT_RUNTIME, EXIT_USAGE, OccdistillError, UsageError
 from .registry import KINDS, PluginLoadWarning, list_plugins, registry
 
 
@@ -147,29 +147,18 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
     the processes train one run together (DDP); rank 0 writes the files.
     """
     from .config import RunConfig
-    from .engine import distributed as ddp
-    from .protocol.artifacts import make_plots, report_markdown
     from .engine.cache import ModelCache
     from .io import default_cache_dir
-    from .protocol.pipeline import RESUME_DIR, finish_run, preflight, resolved_settings
-    from .protocol.pipeline import run as run_pipeline
-    from .protocol.rundir import RunDir, check_out_dir, partial_dir
-    from .io import write_json, write_text
+    from .protocol.rundir import run_to_dir
     from .report import RichReporter
 
+    cfg, command = None, None
     if resume is not None:
         given = [p.opts[0] for p in ctx.command.params if p.name not in ("resume", "quiet", "cache_dir", "no_cache")
                  and ctx.get_parameter_source(p.name) is not click.core.ParameterSource.DEFAULT]
         if given:
             raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
-        out = resume
-        saved = partial_dir(out) / "config.json"
-        if not saved.is_file():
-            RunDir(out, resume=True)  # says why: a finished run, or nothing there
-            raise UsageError(f"{partial_dir(out)} has no config.json: it cannot be resumed; start again with --overwrite")
-        recorded = json.loads(saved.read_text())
-        cfg = RunConfig.from_dict(recorded)
-        command = recorded.get("command", "")
+        out = resume  # its config and command are read from the interrupted run
     else:
         dataset_args = _with_data(dataset_args, data_dir)
         if weights is not None and not Path(weights).is_file():
@@ -188,44 +177,11 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"{task}-{occlusion}-{distiller}-s{seed}-{stamp}"
         command = "occdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
-    ddp.setup(cfg.device)  # under torchrun: join the group now, so that only rank 0 touches the directory
-    writer = ddp.is_main()
-    if writer and resume is None:
-        check_out_dir(out, overwrite)
-    parts = preflight(cfg)  # names, options, backbone and weights checked before anything is written
-    cache = ModelCache(None if no_cache else (cache_dir or default_cache_dir()))
-    reporter = RichReporter(quiet=quiet or not writer)
-    # stage states and finished stages: either is worth keeping for --resume
-    has_state = lambda tmp: any((tmp / "checkpoints" / RESUME_DIR).rglob("*.pt"))  # noqa: E731
-    rundir = RunDir(out, overwrite=overwrite, resume=resume is not None, keep=has_state, writer=writer)
-    try:
-        with rundir as tmp:
-            if writer and resume is None:
-                write_json(tmp / "config.json", {**cfg.to_dict(), "resolved": resolved_settings(cfg, parts),
-                                                 "command": command})
-                (tmp / "checkpoints").mkdir()
-            ddp.barrier()
-            if resume is not None:
-                reporter.info(f"resuming {out} from {tmp / 'checkpoints'}")
-            result = run_pipeline(cfg, reporter, cache, checkpoint_dir=tmp / "checkpoints")
-            if writer:
-                write_json(tmp / "metrics.json", result.metrics)
-                write_json(tmp / "history.json", result.histories)
-                make_plots(tmp / "plots", result.metrics, result.histories)
-                write_text(tmp / "report.md", report_markdown(cfg, result.metrics, command))
-                finish_run(tmp / "checkpoints")
-            ddp.barrier()
-    except (OccdistillError, KeyboardInterrupt) as exc:
-        if rundir.kept:
-            hint = f"continue with: occdistill run --resume {shlex.quote(str(out))}"
-            if isinstance(exc, KeyboardInterrupt):
-                raise Interrupted(f"interrupted; the last checkpoint is kept; {hint}") from exc
-            raise type(exc)(f"{exc}; {hint}") from exc
-        raise
-    finally:
-        ddp.teardown()
-    if writer:
-        reporter.results(result.metrics, str(out))
+    reporter = RichReporter(quiet=quiet)  # under torchrun, ranks other than 0 report nothing
+    result = run_to_dir(cfg, out, resume=resume is not None, overwrite=overwrite, reporter=reporter,
+                        cache=ModelCache(None if no_cache else (cache_dir or default_cache_dir())), command=command)
+    if result.run_dir is not None:
+        reporter.results(result.metrics, str(result.run_dir))
 
 
 @cli.command("preview")
@@ -310,8 +266,14 @@ def check_plugin_cmd(ctx: click.Context, names: tuple[str, ...], check_all: bool
     tasks = tasks or DISTILLER_TASKS
     if options:  # options are the user's input: a bad one is a usage error, not a failed check
         k, name = targets[0]
-        registry(k).build(name, **options, **({"task": registry("tasks").create(tasks[0])}
-                                              if k == "distillers" else {}))
+        extra = {}
+        if k == "distillers":  # built for a task of a kind it declares, so that only the options are judged
+            from .distillers.base import task_kind
+
+            kinds = getattr(registry(k).get(name).obj, "task_kinds", None)
+            built = [registry("tasks").create(t) for t in tasks]
+            extra["task"] = next((t for t in built if kinds is None or task_kind(t) in kinds), built[0])
+        registry(k).build(name, **options, **extra)
     reporter = RichReporter(quiet=quiet)
     reports = []
     for k, name in targets:
@@ -387,7 +349,7 @@ def data_info_cmd(root: Path, dataset_args: dict, as_json: bool) -> None:
 
 @cli.group("bench")
 def bench_group() -> None:
-    """Benchmark suites (run, report) and measurements (occlusions, data, overhead)."""
+    """Benchmark suites (run, report) and measurements (occlusions, data, overhead, trainer, memory)."""
 
 
 @bench_group.command("run")
@@ -411,7 +373,8 @@ def bench_group() -> None:
 def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, only: tuple[str, ...], check: bool,
                   resume: bool, overwrite: bool, cache_dir: Path | None, quiet: bool) -> None:
     """Run a benchmark suite: every cell x seed, resumable; then summary.md, summary.csv and plots."""
-    from .bench.suite import check_suite, load_suite, run_suite
+    from .bench.runner import check_suite, run_suite
+    from .bench.suite import load_suite
     from .engine.cache import ModelCache
     from .io import default_cache_dir
     from .report import RichReporter
@@ -523,6 +486,35 @@ def bench_overhead_cmd(json_path: Path | None, faces: int, bank_sizes: tuple[int
     reporter = RichReporter(quiet=quiet)
     result = bench_overhead(n_train=faces, bank_sizes=tuple(bank_sizes) or BANK_SIZES, reporter=reporter)
     reporter.overhead_bench(result)
+    if json_path is not None:
+        write_json(json_path, result)
+
+
+@bench_group.command("trainer")
+@click.option("--json", "json_path", type=click.Path(path_type=Path, dir_okay=False), default=None)
+@click.option("--faces", type=click.IntRange(min=64), default=2000, show_default=True, help="Training faces per epoch.")
+@click.option("--epochs", type=click.IntRange(min=1), default=2, show_default=True, help="Epochs per timed training.")
+@click.option("--rounds", type=click.IntRange(min=1), default=3, show_default=True,
+              help="Interleaved rounds; each side's best round counts.")
+@click.option("--image-size", type=click.IntRange(min=32), default=None, help="Face size [default: a run's].")
+@click.option("--batch-size", type=click.IntRange(min=2), default=None, help="[default: a run's]")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def bench_trainer_cmd(json_path: Path | None, faces: int, epochs: int, rounds: int, image_size: int | None,
+                      batch_size: int | None, quiet: bool) -> None:
+    """Training images/s of the stage trainer (finetune) against a bare PyTorch loop, same model and batches."""
+    from .bench.trainer import run as bench_trainer
+    from .io import write_json
+    from .report import RichReporter
+
+    reporter = RichReporter(quiet=quiet)
+    result = bench_trainer(n_train=faces, epochs=epochs, rounds=rounds, image_size=image_size,
+                           batch_size=batch_size, reporter=reporter)
+    rate, setup = result["images_per_second"], result["setup"]
+    reporter.out.print(f"trainer {rate['trainer']:.0f} images/s, bare loop {rate['bare']:.0f} images/s: "
+                       f"{result['ratio']:.2f}x ({setup['backbone']}, {setup['image_size']} px, batch "
+                       f"{setup['batch_size']}, {setup['faces']} faces x {setup['epochs']} epochs, best of "
+                       f"{setup['rounds']}; trainer validation {result['seconds']['trainer_validation']:.2f} s "
+                       f"timed apart)", soft_wrap=True, markup=False)
     if json_path is not None:
         write_json(json_path, result)
 

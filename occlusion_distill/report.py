@@ -1,7 +1,7 @@
 """The only module that writes to the console: rich progress bars, messages and result tables.
 
-The engine talks to a reporter object: ``RichReporter`` for the CLI, ``NullReporter`` for library use
-and tests (silent).
+The protocol talks to a reporter (``protocol.reporting.Reporter``: ``stage``, ``info``, ``warn``):
+``RichReporter`` for the CLI, ``NullReporter`` for library use and tests (silent).
 """
 
 from __future__ import annotations
@@ -16,29 +16,12 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColum
 from rich.table import Table
 from rich.text import Text
 
-
-class _NullBar:
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    def note(self, text: str) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+from .protocol.reporting import NullBar as _NullBar
+from .protocol.reporting import NullReporter as _SilentProtocolReporter
 
 
-class NullReporter:
-    """Reports nothing (library use, tests)."""
-
-    def stage(self, name: str, total: int) -> _NullBar:
-        return _NullBar()
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
+class NullReporter(_SilentProtocolReporter):
+    """Reports nothing (library use, tests); also a silent ``suite`` bar for ``bench run``."""
 
     @contextmanager
     def suite(self, total: int, completed: int = 0) -> Iterator[_NullBar]:
@@ -81,7 +64,7 @@ def landmark_summary(manifest: dict[str, Any]) -> str:
 
 
 class RichReporter:
-    """Progress bars and messages on stderr; result tables on stdout."""
+    """Progress bars and messages on stderr; result tables on stdout. A ``protocol.reporting.Reporter``."""
 
     def __init__(self, quiet: bool = False):
         self.err = Console(stderr=True, highlight=False)

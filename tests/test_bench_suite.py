@@ -11,9 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from occlusion_distill.bench.results import (RESULTS, SUITE_META, collect, config_digest, read_meta, read_results,
+                                             write_results)
+from occlusion_distill.bench.runner import check_suite
 from occlusion_distill.bench.stats import paired_t, t_two_sided_p
-from occlusion_distill.bench.suite import load_suite
-from occlusion_distill.bench.summary import collect, csv_text, markdown
+from occlusion_distill.bench.suite import SuiteError, load_suite
+from occlusion_distill.bench.summary import csv_text, markdown
+from occlusion_distill.config import RunConfig
 from occlusion_distill.cli import main
 
 from conftest import ROOT, run_cli
@@ -113,34 +117,44 @@ def test_killed_suite_resumes_without_recomputing(tmp_path):
     assert not (out / ".resume").exists()  # the killed run's stage checkpoints, used and removed
 
 
-BAD = {
+BAD = {  # suite text, fragments of the one-line error, the SuiteError's field
     "unknown-occlusion": ("seeds: [0]\ndistillers: [kd]\nexperiments:\n  - dataset: synthfaces\n    tasks: [expression]\n"
                           "    occlusions: [mask, sunglassez]\n",
-                          ["cell synthfaces/expression/sunglassez/kd", "field 'occlusion'", "unknown occlusion"]),
+                          ["cell synthfaces/expression/sunglassez/kd", "field 'occlusion'", "unknown occlusion"],
+                          "occlusion"),
     "unknown-distiller": ("seeds: [0]\ndistillers: [finetune, kdd]\nexperiments:\n  - dataset: synthfaces\n"
                           "    tasks: [expression]\n    occlusions: [mask]\n",
-                          ["cell synthfaces/expression/mask/kdd", "field 'distiller'"]),
+                          ["cell synthfaces/expression/mask/kdd", "field 'distiller'"], "distiller"),
     "missing-field": ("seeds: [0]\ndistillers: [kd]\nexperiments:\n  - dataset: synthfaces\n    tasks: [expression]\n",
-                      ["experiments[0] (synthfaces)", "missing field 'occlusions'"]),
+                      ["experiments[0] (synthfaces)", "missing field 'occlusions'"], "occlusions"),
     "missing-seeds": ("distillers: [kd]\nexperiments:\n  - dataset: synthfaces\n    tasks: [age]\n    occlusions: [mask]\n",
-                      ["missing field 'seeds'"]),
+                      ["missing field 'seeds'"], "seeds"),
     "not-prepared": ("seeds: [0]\ndistillers: [kd]\nexperiments:\n  - dataset: ferplus\n    data: nowhere/ferplus\n"
                      "    tasks: [expression]\n    occlusions: [mask]\n",
-                     ["cell ferplus/expression/mask/kd", "field 'data'", "not prepared"]),
+                     ["cell ferplus/expression/mask/kd", "field 'data'", "not prepared"], "data"),
     "bad-option": ("seeds: [0]\ndistillers: [{name: triplet, args: {margn: 0.2}}]\nexperiments:\n"
                    "  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n",
-                   ["cell synthfaces/expression/mask/triplet", "field 'distiller'", "margn"]),
+                   ["cell synthfaces/expression/mask/triplet", "field 'distiller'", "margn"], "distiller"),
     "bad-setting": ("seeds: [0]\ndistillers: [kd]\nsettings: {epochs: 3}\nexperiments:\n  - dataset: synthfaces\n"
-                    "    tasks: [expression]\n    occlusions: [mask]\n", ["settings", "'epochs' is not a run option"]),
+                    "    tasks: [expression]\n    occlusions: [mask]\n", ["settings", "'epochs' is not a run option"],
+                    "settings"),
     "wrong-labels": ("seeds: [0]\ndistillers: [kd]\nexperiments:\n  - dataset: synthfaces\n    tasks: [expression, colour]\n"
-                     "    occlusions: [mask]\n", ["cell synthfaces/colour/mask/kd", "field 'task'"]),
-    "not-yaml": ("seeds: [0\n", ["not valid YAML"]),
+                     "    occlusions: [mask]\n", ["cell synthfaces/colour/mask/kd", "field 'task'"], "task"),
+    "bad-occlusion-option": ("seeds: [0]\ndistillers: [kd]\nsettings: {occlusion_args: {colour: 3}}\nexperiments:\n"
+                             "  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n",
+                             ["cell synthfaces/expression/mask/kd", "field 'occlusion'", "colour"], "occlusion"),
+    "bad-backbone": ("seeds: [0]\ndistillers: [kd]\nsettings: {backbone: resnet-1}\nexperiments:\n"
+                     "  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n",
+                     ["cell synthfaces/expression/mask/kd", "field 'backbone'", "resnet-1"], "backbone"),
+    "unknown-top-field": ("seeds: [0]\nseed: 1\ndistillers: [kd]\nexperiments: []\n", ["unknown field(s) 'seed'"],
+                          "seed"),
+    "not-yaml": ("seeds: [0\n", ["not valid YAML"], None),
 }
 
 
 @pytest.mark.parametrize("name", sorted(BAD))
 def test_bad_suite_fails_before_training(tmp_path, monkeypatch, capsys, name):
-    text, fragments = BAD[name]
+    text, fragments, _ = BAD[name]
     suite = tmp_path / f"{name}.yaml"
     suite.write_text(text)
     out = tmp_path / "out"
@@ -153,6 +167,42 @@ def test_bad_suite_fails_before_training(tmp_path, monkeypatch, capsys, name):
     for fragment in fragments:
         assert fragment in err, err
     assert not out.exists()  # nothing trained, nothing written
+
+
+@pytest.mark.parametrize("name", sorted(BAD))
+def test_suite_errors_carry_their_field(tmp_path, name):
+    """The field comes from where it was checked, not from the message: the same error, in the library."""
+    text, _, field = BAD[name]
+    suite = tmp_path / f"{name}.yaml"
+    suite.write_text(text)
+    with pytest.raises(SuiteError) as info:
+        check_suite(load_suite(str(suite), tmp_path))
+    assert info.value.field == field, str(info.value)
+
+
+def test_results_round_trip_and_a_cut_line_is_ignored(tmp_path):
+    rows = [{"cell": "a/b/c/kd", "seed": 0, "student": 1.5}, {"cell": "a/b/c/kd", "seed": 1, "student": 2.0}]
+    write_results(tmp_path, rows)
+    assert read_results(tmp_path) == rows and read_meta(tmp_path) == {}
+    with open(tmp_path / RESULTS, "a") as f:
+        f.write('{"cell": "a/b/c/kd", "se')  # a kill in the middle of a line
+    assert read_results(tmp_path) == rows
+
+
+def test_committed_suite_directory_is_read_as_before():
+    """benchmarks/results/quick: every line is recognised by its digest (so --resume skips it) and the
+    summary is rebuilt from the same cells, without a run."""
+    out = ROOT / "benchmarks" / "results" / "quick"
+    rows = read_results(out)
+    assert len(rows) == len((out / RESULTS).read_text().splitlines())
+    assert all(config_digest(RunConfig.from_dict(r["config"])) == r["config_digest"] for r in rows)
+    meta = read_meta(out)
+    assert meta["name"] == "quick" and (out / SUITE_META).is_file()
+    cells = collect(rows)
+    assert [c.group + (c.label,) for c in cells] == [tuple(i.split("/")) for i in meta["cells"]]
+    table = list(csv.DictReader(csv_text(cells).splitlines()))
+    committed = list(csv.DictReader((out / "summary.csv").read_text().splitlines()))
+    assert table == committed
 
 
 def test_unknown_suite_name_lists_the_known_ones(cli):

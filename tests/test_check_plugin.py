@@ -13,7 +13,7 @@ import torch
 
 from occlusion_distill.checks import OCCLUSION_CHECKS, check_plugin
 from occlusion_distill.distillers import Distiller, SoftTargetKD
-from occlusion_distill.occlusions import LowerHalf
+from occlusion_distill.occlusions import LowerHalf, Occlusion
 from occlusion_distill.registry import BUILTIN_ORIGIN, registry
 
 from test_registry import make_distribution
@@ -108,6 +108,14 @@ class GreyOnly(LowerHalf):
         return out if out.ndim == 2 else out[..., 0]
 
 
+class UnclippedAlpha(Occlusion):
+    """Broken: renders a fixed 36 px square from the corner, its alpha not cut to the box on smaller images."""
+
+    def render(self, shape, **params):
+        box = (0, min(36, shape[0]), 0, min(36, shape[1]))
+        return box, np.full((36, 36), 255, np.uint8), None
+
+
 @pytest.fixture
 def broken():
     added = []
@@ -129,6 +137,7 @@ def broken():
     (StraysOutside, "draws only inside its coverage mask", "outside the coverage mask"),
     (Slow, "speed against CoarseDropout", "below the 0.05x minimum"),
     (GreyOnly, "RGB 112 px: shape, dtype kept", "out uint8 (112, 112)"),
+    (UnclippedAlpha, "RGB and grey 32 px: shape, dtype kept", "blendLinear"),
     (StoresUnderAnotherName, "settings record every option", "reads 'depth' as None"),
 ])
 def test_broken_occlusion_fails_the_check_it_breaks(broken, cls, check, reason):
@@ -137,7 +146,7 @@ def test_broken_occlusion_fails_the_check_it_breaks(broken, cls, check, reason):
     bad = failed(report)
     assert check in bad and reason in bad[check], bad
     # the others break more than one point by their nature
-    if cls in (MovesKeypoints, IgnoresSeed, StraysOutside, Slow, StoresUnderAnotherName):
+    if cls in (MovesKeypoints, IgnoresSeed, StraysOutside, Slow, StoresUnderAnotherName, UnclippedAlpha):
         assert set(bad) == {check}, bad
 
 
@@ -167,7 +176,7 @@ class DetachedStudent(SoftTargetKD):
         super().__init__(task)
         self.scale = torch.nn.Parameter(torch.ones(()))
 
-    def forward(self, student, targets, teacher=None):
+    def compute_loss(self, student, targets, teacher):
         loss = self.task.loss(student.logits.detach(), targets) * self.scale
         return {"loss": loss}
 
@@ -175,11 +184,11 @@ class DetachedStudent(SoftTargetKD):
 class TrainsTheTeacher(SoftTargetKD):
     """Broken: runs the teacher in training mode, so its batch-norm statistics move."""
 
-    def forward(self, student, targets, teacher=None):
+    def compute_loss(self, student, targets, teacher):
         self._teacher.train()
         with torch.no_grad():
             self._teacher(torch.randn(4, 3, 40, 40))
-        return super().forward(student, targets, teacher)
+        return super().compute_loss(student, targets, teacher)
 
     def train_student(self, ctx):
         self._teacher = ctx.teacher
@@ -214,7 +223,7 @@ class LeavesTeacherTraining(SoftTargetKD):
 class NaNLoss(Distiller):
     """Broken: a loss term that is NaN."""
 
-    def forward(self, student, targets, teacher=None):
+    def compute_loss(self, student, targets, teacher):
         loss = self.task.loss(student.logits, targets)
         return {"loss": loss, "bad": torch.tensor(float("nan"))}
 
@@ -242,11 +251,115 @@ def test_broken_distiller_fails_the_check_it_breaks(broken, cls, check, reason):
     assert check in bad and reason in bad[check], bad
 
 
+class ClassesOnly(SoftTargetKD):
+    """Declares classification only: checked on expression; building it for age must be refused."""
+
+    task_kinds = ("classification",)
+
+
+class ClaimsClassesOnly(SoftTargetKD):
+    """Broken: declares classification only but its own ``__init__`` never lets the base class refuse age."""
+
+    task_kinds = ("classification",)
+
+    def __init__(self, task):
+        torch.nn.Module.__init__(self)
+        self.task, self.lambda_, self.tau = task, 0.5, 4.0
+
+
+def test_a_distiller_is_checked_on_the_task_kinds_it_declares(broken):
+    report = check_plugin(broken("distillers", "classes-only", ClassesOnly), "distillers")
+    assert report.passed, failed(report)
+    on_age = [r for r in report.results if r.task == "age"]
+    assert [r.check for r in on_age] == ["refuses the task kinds it does not declare"]
+    assert "UsageError: ClassesOnly supports classification tasks; 'age' is a regression task" in on_age[0].detail
+    assert {r.task for r in report.results if r.check == "trains a few steps"} == {"expression"}
+    bad = failed(check_plugin(broken("distillers", "claims-classes-only", ClaimsClassesOnly), "distillers"))
+    assert "builds for 'age' without a UsageError" in bad["refuses the task kinds it does not declare"]
+
+
+class AgesOnly(SoftTargetKD):
+    """Declares regression only."""
+
+    task_kinds = ("regression",)
+
+
+def test_command_judges_a_distillers_options_on_a_task_it_declares(broken):
+    """``--option`` is checked by building the distiller first: for a regression-only distiller that build
+    must use age, not the first default task (expression), or good options read as a usage error."""
+    from click.testing import CliRunner
+
+    from occlusion_distill.cli import cli as command
+
+    name = broken("distillers", "ages-only", AgesOnly)
+    good = CliRunner().invoke(command, ["check-plugin", name, "--option", "lambda=0.3", "--quiet"])
+    assert good.exit_code == 0, good.output
+    bad = CliRunner().invoke(command, ["check-plugin", name, "--option", "lamda=0.3", "--quiet"])
+    assert bad.exit_code != 0 and "did you mean 'lambda'" in str(bad.exception or bad.output)
+
+
+def test_a_distiller_written_against_the_old_interface_still_passes(broken):
+    """``forward`` overridden, the engine's ``fit`` imported, ``ctx.teacher_outputs`` switched and restored,
+    its own hooks: as distillers were written before ``compute_loss``. One DeprecationWarning, at definition."""
+    import torch.nn.functional as F
+
+    with pytest.warns(DeprecationWarning, match="overrides Distiller.forward") as warned:
+        class OldStyle(Distiller):
+            def __init__(self, task, lambda_: float = 0.5):
+                super().__init__(task)
+                self.lambda_ = float(lambda_)
+                self.seen = 0
+
+            def hparams(self):
+                return {"lambda": self.lambda_}
+
+            def forward(self, student, targets, teacher=None):
+                self.seen += 1
+                task_loss = self.task.loss(student.logits, targets)
+                match = F.mse_loss(student.logits, teacher.logits)
+                return {"loss": task_loss + self.lambda_ * match, "task": task_loss.detach(), "match": match.detach()}
+
+            def train_student(self, ctx):
+                from occlusion_distill.engine.trainer import fit
+
+                handle = ctx.teacher.register_forward_hook(lambda module, inputs, output: None)
+                before, ctx.teacher_outputs = ctx.teacher_outputs, "online"
+                try:
+                    return fit(ctx, criterion=self)
+                finally:
+                    ctx.teacher_outputs = before
+                    handle.remove()
+    assert len(warned) == 1 and "\n" not in str(warned[0].message)
+    report = check_plugin(broken("distillers", "old-style", OldStyle), "distillers")
+    assert report.passed, failed(report)
+    assert {r.task for r in report.results} == {"expression", "age"}
+
+
+def test_default_hparams_record_every_option_and_the_version():
+    class Plain(Distiller):
+        version = 3
+
+        def __init__(self, task, lambda_: float = 0.5, layers=("a", "b"), *, scale: int = 2):
+            super().__init__(task)  # stores no option: the default hparams() must still see them all
+
+        def compute_loss(self, student, targets, teacher):
+            return {"loss": self.task.loss(student.logits, targets)}
+
+    class Sub(Plain):
+        def __init__(self, task, lambda_: float = 0.5, extra: str = "x"):
+            super().__init__(task, lambda_, layers=("c",))
+
+    task = registry("tasks").create("expression")
+    assert Plain(task, 0.25).hparams() == {"lambda": 0.25, "layers": ["a", "b"], "scale": 2, "version": 3}
+    assert Sub(task, lambda_=1.0).hparams() == {"lambda": 1.0, "extra": "x", "version": 3}  # the options it was built with
+    assert json.dumps(Plain(task).hparams())
+
+
 # -- the command --------------------------------------------------------------------------------------
 
 BROKEN_PLUGIN = '''
 import numpy as np
-from occlusion_distill.occlusions import LowerHalf
+from occlusion_distill.occlusions import LowerHalf, Occlusion
 
 class MovesKeypoints(LowerHalf):
     """Hides the lower half and, wrongly, moves the landmarks."""

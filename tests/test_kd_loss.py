@@ -80,3 +80,70 @@ def test_kd_rejects_bad_hyperparameters():
         SoftTargetKD(task, lambda_=1.5)
     with pytest.raises(UsageError, match="tau"):
         SoftTargetKD(task, tau=0)
+
+
+# -- the Distiller template: forward checks what compute_loss is given and gives back ----------------------
+
+def test_forward_needs_the_teacher_when_the_distiller_uses_it():
+    import pytest
+
+    from occlusion_distill.errors import RunFailed
+
+    task = Expression()
+    task.output_dim = 3
+    s = _out([[1.0, 0.0, -1.0]])
+    with pytest.raises(RunFailed, match="SoftTargetKD needs the teacher's outputs"):
+        SoftTargetKD(task)(s, torch.tensor([0]))
+    assert set(Finetune(task)(s, torch.tensor([0]))) == {"loss", "task"}  # uses_teacher False: None is right
+
+
+def test_forward_checks_the_terms_and_detaches_all_but_the_loss():
+    import pytest
+
+    from occlusion_distill.distillers import Distiller
+    from occlusion_distill.errors import PluginError
+
+    class Returns(Distiller):
+        uses_teacher = False
+
+        def __init__(self, task, what="ok"):
+            super().__init__(task)
+            self.what = what
+
+        def compute_loss(self, student, targets, teacher):
+            loss = student.logits.sum()
+            return {"ok": {"loss": loss, "half": loss / 2}, "no loss": {"task": loss},
+                    "vector": {"loss": student.logits.sum(1)}, "float": {"loss": loss, "x": 1.0},
+                    "tuple": (loss,)}[self.what]
+
+    task = Expression()
+    s = ModelOutput(torch.ones(2, 3, requires_grad=True), torch.zeros(2, 4))
+    terms = Returns(task)(s, torch.tensor([0, 1]))
+    assert terms["loss"].requires_grad and not terms["half"].requires_grad and float(terms["half"]) == 3.0
+    for what, message in (("no loss", "a tensor under 'loss'"), ("tuple", "got tuple"),
+                          ("vector", r"'loss' must be a scalar tensor, got shape \(2,\)"),
+                          ("float", "term 'x' must be a one-element tensor, got float")):
+        with pytest.raises(PluginError, match=message):
+            Returns(task, what)(s, torch.tensor([0, 1]))
+
+
+def test_only_finetune_is_the_baseline_and_task_kinds_are_declared():
+    import pytest
+
+    from occlusion_distill.errors import UsageError
+    from occlusion_distill.registry import registry
+
+    task = Expression()
+    built = {n: registry("distillers").create(n, task=task) for n in ("finetune", "kd", "triplet", "combined")}
+    assert [n for n, d in built.items() if d.is_baseline] == ["finetune"]
+    assert all(d.task_kinds == ("classification", "regression") for d in built.values())
+
+    class ClassesOnly(SoftTargetKD):
+        task_kinds = ("classification",)
+
+    with pytest.raises(UsageError, match="ClassesOnly supports classification tasks; 'age' is a regression task"):
+        ClassesOnly(Age())
+    from occlusion_distill.errors import PluginError
+
+    with pytest.raises(PluginError, match="task_kinds must name some of classification, regression"):
+        type("Bad", (SoftTargetKD,), {"task_kinds": ("segmentation",)})

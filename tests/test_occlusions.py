@@ -243,3 +243,159 @@ def test_bad_images_landmarks_and_probability_are_one_line_errors(faces):
     grey = img[..., :1].copy()
     out, m = create("occlusions", "lower-half", fill=(255, 0, 0)).occlude(grey, lm)
     assert (out[m] == 76).all()  # an RGB fill on a grey face is its luminance (0.299 * 255)
+
+
+# -- one rendering method: render -> coverage and drawing; old-style plugins; shared argument checks ----
+
+from occlusion_distill.occlusions import Occlusion, raster  # noqa: E402
+from occlusion_distill.occlusions.base import check_choices, check_number  # noqa: E402
+
+
+class Square(Occlusion):
+    """A half-transparent square over the nose, written with render() only; counts its renders."""
+
+    renders = 0
+
+    def sample(self, landmarks, shape):
+        return {"centre": landmarks[2], "half": 6.0}
+
+    def render(self, shape, centre, half):
+        type(self).renders += 1
+        box = raster.bbox(np.array([centre - half, centre + half]), shape, pad=0)
+        if box is None:
+            return None, None, None
+        alpha = np.zeros((box[1] - box[0], box[3] - box[2]), np.uint8)
+        alpha[1:-1, 1:-1] = 128  # a rim of untouched pixels inside the box, half opacity within
+        return box, alpha, None  # None: painted in `fill`
+
+
+def test_render_gives_both_the_drawing_and_the_coverage_from_one_render_per_face(faces):
+    occ = Square(fill=(250, 0, 0), fill_mask=7)
+    img, lm = faces.images[0], faces.landmarks[0]
+    Square.renders = 0
+    out, mask = occ.occlude(img, lm, seed=1)
+    assert Square.renders == 1
+    box, alpha, _ = occ.render(img.shape[:2], **occ.sample(lm, img.shape[:2]))
+    expected = np.zeros(img.shape[:2], bool)
+    expected[box[0]:box[1], box[2]:box[3]] = alpha > 0
+    assert np.array_equal(mask, expected) and np.array_equal(occ.coverage(img.shape[:2], centre=lm[2], half=6.0),
+                                                             expected)
+    changed = (out != img).any(axis=-1)
+    assert changed[mask].mean() > 0.9 and not changed[~mask].any()
+    red = out[mask].astype(int)  # half way between the face and the fill colour
+    assert np.abs(red[:, 0] - (250 * 128 + img[mask][:, 0].astype(int) * 127) / 255).max() <= 1
+    assert np.array_equal(occ.occlude_image(img, lm, seed=1), out)
+    Square.renders = 0
+    pipeline = A.Compose([occ], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False), seed=0)
+    res = pipeline(image=img, keypoints=lm, mask=np.zeros(img.shape[:2], np.uint8))
+    assert Square.renders == 1  # one render for the image and the mask target together
+    assert np.array_equal(res["image"], out) and np.array_equal(res["mask"] == 7, mask)
+    off = np.array([[-90, -90], [-80, -90], [-85, -80], [-88, -70], [-82, -70]], np.float32)
+    out, mask = occ.occlude(img, off)  # an occluder off the image: nothing drawn or hidden
+    assert not mask.any() and np.array_equal(out, img)
+
+
+def test_render_paints_grey_faces_with_the_luminance_of_the_layer(faces):
+    grey = faces.images[1][..., :1].copy()
+    out, mask = Square(fill=200).occlude(grey, faces.landmarks[1])
+    assert out.shape == grey.shape and mask.any()
+    assert np.abs(out[mask][:, 0].astype(int) - (200 * 128 + grey[mask][:, 0].astype(int) * 127) / 255).max() <= 1
+
+
+def test_a_plugin_written_against_coverage_and_draw_keeps_working_with_one_warning(faces):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        class OldStripe(Occlusion):  # today's documented interface: sample + coverage + draw
+            def sample(self, landmarks, shape):
+                return {"row": int(landmarks[2, 1]), "shade": int(self.random_generator.integers(50, 200))}
+
+            def coverage(self, shape, row, shade):
+                mask = np.zeros(shape[:2], bool)
+                mask[max(row - 3, 0):row + 3] = True
+                return mask
+
+            def draw(self, image, row, shade):
+                out = image.copy()
+                out[self.coverage(image.shape[:2], row, shade)] = shade
+                return out
+
+    assert [w.category for w in caught] == [DeprecationWarning]
+    message = str(caught[0].message)
+    assert "\n" not in message and "OldStripe" in message and "render()" in message
+    assert caught[0].filename == __file__  # points at the plugin's class, not at the package
+    occ = OldStripe(fill_mask=1)
+    img, lm = faces.images[2], faces.landmarks[2]
+    out, mask = occ.occlude(img, lm, seed=3)
+    row = int(lm[2, 1])
+    assert mask[row].all() and mask.sum() == 6 * img.shape[1]
+    assert len(np.unique(out[mask])) == 1 and np.array_equal(out[~mask], img[~mask])
+    assert np.array_equal(occ.occlude_image(img, lm, seed=3), out)
+    res = A.Compose([occ], keypoint_params=A.KeypointParams(format="xy", remove_invisible=False), seed=0)(
+        image=img, keypoints=lm, mask=np.zeros(img.shape[:2], np.uint8))
+    assert np.array_equal(res["mask"] == 1, mask) and np.allclose(res["keypoints"], lm)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+
+        class MaskOnly(Occlusion):  # coverage alone, filled with `fill`: nothing to warn about
+            def coverage(self, shape):
+                return np.ones(shape[:2], bool)
+
+    assert caught == []
+    assert (MaskOnly(fill=9).occlude(img, lm)[0] == 9).all()
+
+
+def test_builtins_write_render_only_and_the_halves_coverage_only():
+    from occlusion_distill.occlusions import LowerHalf, NoOcclusion, RandomPatch, SurgicalMask, VRHeadset
+
+    for cls in (SurgicalMask, VRHeadset, RandomPatch):
+        assert "render" in vars(cls) and "coverage" not in vars(cls) and "draw" not in vars(cls), cls
+        assert cls._render_once
+    for cls in (LowerHalf, NoOcclusion):
+        assert not cls._renders
+
+
+def test_check_number_rejects_bools_nan_strings_and_out_of_range_in_one_line():
+    assert check_number(0.25, "jitter", 0, 0.5, plugin="p") == 0.25
+    assert check_number(np.float32(0.5), "jitter", 0, 0.5, plugin="p") == 0.5
+    assert check_number(3.0, "n", 1, 8, plugin="p", integer=True) == 3 and isinstance(
+        check_number(3.0, "n", 1, 8, plugin="p", integer=True), int)
+    assert check_number(1e9, "scale", 0, plugin="p") == 1e9  # hi None: unbounded
+    for bad in (True, False, float("nan"), "0.1", None, [0.1], -0.01, 0.51):
+        with pytest.raises(UsageError) as err:
+            check_number(bad, "jitter", 0, 0.5, plugin="my-plugin", unit="eye distances")
+        assert str(err.value) == f"my-plugin: jitter must be in [0, 0.5] (eye distances), not {bad!r}"
+    with pytest.raises(UsageError, match=r"^p: n must be an integer in \[1, 8\], not 2.5$"):
+        check_number(2.5, "n", 1, 8, plugin="p", integer=True)
+    with pytest.raises(UsageError, match="mask: jitter must be in"):
+        create("occlusions", "mask", jitter=True)  # True was read as 1.0 before; a bool is no distance
+    with pytest.raises(UsageError, match="lower-half: split"):
+        create("occlusions", "lower-half", split=float("nan"))
+
+
+def test_check_choices_takes_a_name_a_comma_list_or_a_list():
+    table = {"red": 1, "green": 2, "blue": 3}
+    assert check_choices(None, table, "colours", plugin="p") == ["red", "green", "blue"]
+    assert check_choices("green", table, "colours", plugin="p") == ["green"]
+    assert check_choices("blue, red", table, "colours", plugin="p") == ["blue", "red"]
+    assert check_choices(("red", "red"), table, "colours", plugin="p") == ["red", "red"]
+    with pytest.raises(UsageError) as err:
+        check_choices("red,purple", table, "colours", plugin="p")
+    assert str(err.value) == "p: unknown colour 'purple' in colours; choose from red, green, blue"
+    for bad in ([], 5, [1, 2], {"red"}):
+        with pytest.raises(UsageError, match=r"^p: colours must be names among red, green, blue .*not "):
+            check_choices(bad, table, "colours", plugin="p")
+    assert create("occlusions", "mask", variants="n95, cloth").variants == ["n95", "cloth"]
+
+
+def test_face_seeds_keep_their_two_streams():
+    from occlusion_distill.data.paired import face_seed
+    from occlusion_distill.tools import preview
+
+    # pinned: previews, bench and checks draw from (seed, index); training and evaluation sets from
+    # (seed, epoch, index). Changing either would change every occluded pixel they produce.
+    assert [face_seed(0, 1), face_seed(3, 5)] == [3964924996, 3746004709]
+    assert [face_seed(0, 1, epoch=0), face_seed(3, 5, epoch=0)] == [3831201730, 323678886]
+    assert preview.face_seed is face_seed

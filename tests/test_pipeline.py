@@ -216,3 +216,67 @@ def test_validation_and_test_labels_are_never_noisy(tmp_path):
             assert np.array_equal(a.labels[key], b.labels[key])
     a, b = clean.load("train", image_size=32, channels=1), noisy.load("train", image_size=32, channels=1)
     assert not np.array_equal(a.labels["expression"], b.labels["expression"])
+
+
+SMALL = {"n_train": 128, "n_val": 48, "n_test": 48}  # faces per split: a whole run in seconds
+
+
+def _count_builds(monkeypatch) -> list[tuple[str, str]]:
+    """Every plugin built through the registry from now on, as (kind, name)."""
+    from occlusion_distill.registry import Registry
+
+    built: list[tuple[str, str]] = []
+    real = Registry.build
+
+    def build(self, name, **options):
+        built.append((self.kind, name))
+        return real(self, name, **options)
+
+    monkeypatch.setattr(Registry, "build", build)
+    return built
+
+
+def test_library_writes_the_complete_run_directory_and_builds_each_plugin_once(tmp_path, monkeypatch):
+    from occlusion_distill.protocol import run_to_dir
+
+    built = _count_builds(monkeypatch)
+    cfg = RunConfig.from_options("smoke", task="gender", occlusion="upper-half", distiller="kd", teacher_epochs=1,
+                                 student_epochs=1, dataset_args=SMALL)
+    out = tmp_path / "runs" / "gender"
+    result = run_to_dir(cfg, out, cache=ModelCache(tmp_path / "cache"))
+    assert sorted(built) == [("datasets", "synthfaces"), ("distillers", "kd"), ("occlusions", "upper-half"),
+                             ("tasks", "gender")]
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == ["checkpoints/baseline.pt", "checkpoints/student.pt", "checkpoints/teacher.pt", "config.json",
+                     "history.json", "metrics.json", "plots/results.png", "plots/training.png", "report.md"]
+    assert result.run_dir == out and sorted(p.name for p in out.parent.iterdir()) == ["gender"]  # no partial left
+    assert json.loads((out / "metrics.json").read_text()) == json.loads(json.dumps(result.metrics))
+    assert set(json.loads((out / "history.json").read_text())) == {"teacher", "baseline", "student"}
+    config = json.loads((out / "config.json").read_text())
+    assert RunConfig.from_dict(config) == cfg and config["resolved"]["distiller"] == {"lambda": 0.5, "tau": 4.0}
+    assert config["command"] == f"run_to_dir(cfg, {str(out)!r})"
+    assert f"Made by: `run_to_dir(cfg, {str(out)!r})`" in (out / "report.md").read_text()
+    blob = torch.load(out / "checkpoints" / "student.pt", weights_only=True)
+    assert blob["task"]["output_dim"] == 2 and blob["image_size"] == 32 and blob["channels"] == 3
+    # the data set kept its generated faces in the run cache it was given (FaceDataset.use_cache)
+    assert list((tmp_path / "cache" / "synthfaces").glob("*.npz"))
+
+
+def test_protocol_run_builds_its_plugins_once_and_points_the_data_at_its_cache(tmp_path, monkeypatch):
+    from occlusion_distill.protocol import NullReporter as Silent, ProtocolRun, Reporter
+    from occlusion_distill.protocol.keys import resolved_settings, teacher_key
+    from occlusion_distill.report import RichReporter
+
+    built = _count_builds(monkeypatch)
+    cfg = RunConfig.from_options("smoke", task="expression", occlusion="lower-half", distiller="kd", dataset_args=SMALL)
+    protocol = ProtocolRun(cfg, cache=ModelCache(tmp_path / "cache"))
+    parts = protocol.preflight()
+    assert protocol.preflight() is parts and protocol.load_data() is protocol.load_data()
+    assert protocol.teacher_key == teacher_key(cfg, resolved_settings(cfg, parts))
+    assert len(built) == 4 and len(set(built)) == 4
+    assert parts.dataset.cache_dir == tmp_path / "cache"
+    assert len(protocol.load_data().train) == SMALL["n_train"] and protocol.timings.keys() == {"data"}
+    # no cache: the data set keeps nothing
+    assert ProtocolRun(cfg).preflight().dataset.cache_dir is None
+    for reporter in (Silent(), NullReporter(), RichReporter(quiet=True)):
+        assert isinstance(reporter, Reporter)

@@ -169,6 +169,32 @@ def test_a_stage_resumed_after_a_nan_first_validation_keeps_a_finite_best(small_
     assert torch.load(path, weights_only=True)["best_score"] == max(scores[1:])
 
 
+class _NaNAtStep2(Distiller):
+    """The task loss, NaN at the second step."""
+
+    uses_teacher = False
+
+    def compute_loss(self, student, targets, teacher):
+        self.calls = getattr(self, "calls", 0) + 1
+        loss = self.task.loss(student.logits, targets)
+        return {"loss": loss * math.nan if self.calls == 2 else loss}
+
+
+@pytest.mark.parametrize("every_step", [True, False])  # False: as on a GPU, the flag is read at save points
+def test_a_non_finite_loss_stops_the_stage_before_a_checkpoint_holds_its_weights(small_stage, tmp_path, every_step):
+    from occlusion_distill.engine.trainer import StageTrainer, TrainingDiverged
+
+    task = small_stage[0]
+    path = tmp_path / "stage.pt"
+    trainer = StageTrainer(_ctx(small_stage, task, StageCheckpoint(path, {"stage": "student"}, every=1)),
+                           _NaNAtStep2(task))
+    trainer.check_every_step = every_step
+    with pytest.raises(TrainingDiverged, match="the loss became nan at epoch 1, step 2; the last checkpoint"):
+        trainer.run()
+    state = torch.load(path, weights_only=True)
+    assert state["step"] == 1 and all(torch.isfinite(v).all() for v in state["model"].values() if v.is_floating_point())
+
+
 @pytest.mark.parametrize("nan_scores", [1, 5])  # the first L2 strength's score only, or all five
 def test_combined_keeps_a_finite_l2_strength_or_says_there_is_none(small_stage, nan_scores):
     from occlusion_distill.distillers.combined import L2_GRID

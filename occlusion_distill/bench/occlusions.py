@@ -18,10 +18,9 @@ import cv2
 import numpy as np
 
 from ..data.faceset import FaceSet
-from ..data.pose import vary_pose
-from ..data.synthfaces import generate
+from ..data.paired import face_seed
+from ..data.pose import bench_faces
 from ..occlusions.base import Occlusion
-from ..tools.preview import face_seed
 from ..occlusions.regions import REGIONS, region_masks
 from ..registry import registry
 
@@ -40,11 +39,6 @@ def one_thread() -> Iterator[None]:
         yield
     finally:
         cv2.setNumThreads(before)
-
-
-def bench_faces(n: int, size: int = 112, seed: int = 0) -> FaceSet:
-    """Built-in RGB faces of varied pose and scale (the same for every run with this seed)."""
-    return vary_pose(generate(n, size=size, channels=3, seed=seed + 7000), seed=seed)
 
 
 def throughput(transforms: dict[str, Callable[..., Any]], faces: FaceSet, calls: int = 200, rounds: int = 5,

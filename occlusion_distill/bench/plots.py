@@ -7,21 +7,19 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from .summary import CellStats
+import numpy as np
+from matplotlib.colors import TwoSlopeNorm
+from matplotlib.figure import Figure
+
+from .results import DATASET_NAMES, CellStats, metric_label
 
 # teacher in blues, the baseline in orange, distillers in greens and purples: same colours in every plot
 COLOURS = {"teacher_clean": "#2f5d9b", "teacher_occluded": "#9db4d6", "finetune": "#dd8452"}
 DISTILLER_COLOURS = ["#55a868", "#8172b3", "#c44e52", "#64b5cd", "#937860", "#da8bc3"]
 
 
-def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list["CellStats"]]) -> None:
-    from matplotlib.figure import Figure
-
-    from .summary import DATASET_NAMES, metric_label
-
+def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[CellStats]]) -> None:
     occlusions = list(by_occlusion)
     first = by_occlusion[occlusions[0]]
     series = [("teacher, clean faces", "teacher_clean", None), ("teacher, occluded", "teacher_occluded", None)]
@@ -85,14 +83,8 @@ def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[
     fig.savefig(path, format="png")
 
 
-def gap_heatmap(path: Path, cells: list["CellStats"]) -> None:
+def gap_heatmap(path: Path, cells: list[CellStats]) -> None:
     """Rows: data set · task · occlusion; columns: distillers; colour: gap closed (%), ▲/▼ significant."""
-    import numpy as np
-    from matplotlib.colors import TwoSlopeNorm
-    from matplotlib.figure import Figure
-
-    from .summary import DATASET_NAMES
-
     distilled = [c for c in cells if c.distiller != "finetune"]
     labels = list(dict.fromkeys(c.label for c in distilled))
     groups = list(dict.fromkeys(c.group for c in distilled))

@@ -8,82 +8,17 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from .stats import mean_std, paired_t
-from .suite import RESULTS, read_results
+from ..io import atomic_write, write_text
+from .plots import bar_chart, gap_heatmap
+from .results import (ALPHA, DATASET_NAMES, PLOTS, RESULTS, CellStats, collect, metric_label, read_meta,
+                      read_results)
 
-SUITE_META = "suite.json"
 SCORES = ("teacher_clean", "teacher_occluded", "baseline", "student")
-ALPHA = 0.05
-DATASET_NAMES = {"ferplus": "FER+", "fer2013": "FER2013", "utkface": "UTKFace", "affectnet": "AffectNet",
-                 "synthfaces": "built-in faces"}
-
-
-@dataclass
-class CellStats:
-    """One cell over its seeds."""
-
-    dataset: str
-    task: str
-    occlusion: str
-    label: str
-    distiller: str
-    metric: str
-    unit: str
-    higher_is_better: bool
-    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> results line
-    vs_finetune: dict[str, Any] | None = None
-
-    @property
-    def group(self) -> tuple[str, str, str]:
-        return self.dataset, self.task, self.occlusion
-
-    @property
-    def seeds(self) -> list[int]:
-        return sorted(self.rows)
-
-    def values(self, name: str) -> list[float]:
-        scale = 100.0 if name == "gap_closed" else 1.0
-        return [self.rows[s][name] * scale for s in self.seeds if self.rows[s].get(name) is not None]
-
-    def stat(self, name: str) -> tuple[float, float]:
-        return mean_std(self.values(name))
-
-    @property
-    def significant(self) -> bool:
-        p = (self.vs_finetune or {}).get("p")
-        return p is not None and p < ALPHA
-
-    @property
-    def better(self) -> bool:
-        diff = (self.vs_finetune or {}).get("mean") or 0.0
-        return diff > 0 if self.higher_is_better else diff < 0
-
-
-def collect(rows: list[dict[str, Any]]) -> list[CellStats]:
-    """Cells in the order they first appear; the last line of a (cell, seed) counts."""
-    cells: dict[str, CellStats] = {}
-    for r in rows:
-        c = cells.get(r["cell"])
-        if c is None:
-            c = cells[r["cell"]] = CellStats(r["dataset"], r["task"], r["occlusion"], r.get("label") or r["distiller"],
-                                             r["distiller"], r["metric"], r.get("unit") or "", bool(r["higher_is_better"]))
-        c.rows[int(r["seed"])] = r
-    out = list(cells.values())
-    for c in out:
-        base = next((b for b in out if b.group == c.group and b.distiller == "finetune"), None)
-        if base is None:
-            continue
-        seeds = [s for s in c.seeds if s in base.rows]
-        c.vs_finetune = {**paired_t([c.rows[s]["student"] - base.rows[s]["student"] for s in seeds]),
-                         "seeds": seeds}
-    return out
 
 
 def _fmt(m: float, s: float, digits: int = 2) -> str:
@@ -102,11 +37,6 @@ def _diff_text(c: CellStats) -> str:
     p = "" if v["p"] is None else f", p = {v['p']:.3f}"
     mark = (" **▲**" if c.better else " **▼**") if c.significant else ""
     return f"{v['mean']:+.2f}{p}{mark}"
-
-
-def metric_label(c: CellStats) -> str:
-    return f"{c.metric}" + (f" ({c.unit})" if c.unit else "") + (", higher is better" if c.higher_is_better
-                                                                  else ", lower is better")
 
 
 def _groups(cells: list[CellStats]) -> dict[tuple[str, str], dict[str, list[CellStats]]]:
@@ -242,19 +172,16 @@ def csv_text(cells: list[CellStats]) -> str:
 
 
 def write_report(out: Path, suite: Any = None) -> dict[str, Any]:
-    """summary.md, summary.csv and plots/ from ``out/results.jsonl`` (and ``out/suite.json`` when present)."""
-    from ..io import atomic_write, write_text
-    from .plots import bar_chart, gap_heatmap
-
+    """summary.md, summary.csv and plots/ from ``out/results.jsonl`` (and ``out/suite.json`` when present);
+    raises ``UsageError`` when there are no results."""
     out = Path(out)
     rows = read_results(out)
     if not rows:
         raise UsageError(f"{out / RESULTS} holds no results: run `occdistill bench run --suite NAME --out {out}` first")
-    meta_path = out / SUITE_META
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    meta = read_meta(out)
     cells = collect(rows)
     # plots first: the markdown links to them
-    plot_dir = out / "plots"
+    plot_dir = out / PLOTS
     for (dataset, task), by_occ in _groups(cells).items():
         atomic_write(plot_dir / f"{dataset}-{task}.png",
                      lambda tmp, d=dataset, t=task, g=by_occ: bar_chart(tmp, d, t, g))

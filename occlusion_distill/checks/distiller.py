@@ -87,7 +87,40 @@ def _world(task_name: str, seed: int, image_size: int = 40, n_train: int = 96, n
 
 def check_distiller(entry: Entry, options: dict[str, Any], *, tasks: tuple[str, ...] = DISTILLER_TASKS,
                     seed: int = 0, tick: Callable[[], None] | None = None) -> list[CheckResult]:
-    return [r for task_name in tasks for r in _check_distiller_on(entry, options, task_name, seed, tick)]
+    """The contract points on each of ``tasks`` whose kind (classification, regression) the distiller
+    declares in ``task_kinds``; on the others, one point: building it there is a one-line ``UsageError``."""
+    from ..distillers.base import TASK_KINDS, task_kind
+
+    kinds = tuple(getattr(entry.obj, "task_kinds", TASK_KINDS))
+    results: list[CheckResult] = []
+    for task_name in tasks:
+        if task_kind(registry("tasks").create(task_name)) in kinds:
+            results += _check_distiller_on(entry, options, task_name, seed, tick)
+        else:
+            results += _check_refuses(entry, options, task_name, kinds, tick)
+    return results
+
+
+def _check_refuses(entry: Entry, options: dict[str, Any], task_name: str, kinds: tuple[str, ...],
+                   tick: Callable[[], None] | None) -> list[CheckResult]:
+    """A task of a kind the distiller does not declare: building it must fail with one ``UsageError`` line."""
+    from ..errors import UsageError
+
+    c = _Checks(tick, task_name)
+
+    def refuses() -> str:
+        task = registry("tasks").create(task_name)
+        try:
+            registry("distillers").build(entry.name, task=task, **options)
+        except UsageError as exc:
+            return f"declares {', '.join(kinds)} only; '{task_name}' is refused: UsageError: {exc}"
+        raise CheckFailed(f"task_kinds is {kinds!r}, yet it builds for '{task_name}' without a UsageError")
+
+    c.run("refuses the task kinds it does not declare", refuses)
+    for _ in DISTILLER_CHECKS[1:]:  # the points not run here, for a progress bar counting them all
+        if tick is not None:
+            tick()
+    return c.results
 
 
 def _check_distiller_on(entry: Entry, options: dict[str, Any], task_name: str, seed: int,

@@ -15,14 +15,9 @@ OCCLUSION_CHECKS = ("builds with these options", "settings record every option",
                     "same seed, same output",
                     "keypoints unchanged in A.Compose", "RGB 112 px: shape, dtype kept",
                     "grey 48 px (H, W): shape, dtype kept", "grey 48 px (H, W, 1): shape, dtype kept",
+                    "RGB and grey 32 px: shape, dtype kept",
                     "draws only inside its coverage mask", "coverage of each face region",
                     "speed against CoarseDropout")
-
-
-def _faces(n: int, size: int, seed: int):
-    from ..bench.occlusions import bench_faces
-
-    return bench_faces(n, size, seed)
 
 
 def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float = DEFAULT_MIN_SPEED,
@@ -30,9 +25,10 @@ def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float =
     import albumentations as A
 
     from ..bench.occlusions import REFERENCE, coverage, reference_transform, throughput
+    from ..data.paired import face_seed
+    from ..data.pose import bench_faces
     from ..data.prepared import convert_channels
     from ..occlusions.base import Occlusion
-    from ..tools.preview import face_seed
     from ..occlusions.regions import REGIONS, region_masks
 
     c = _Checks(tick)
@@ -73,7 +69,7 @@ def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float =
         return f"{len(params)} options, all in settings() (config.json and the run cache key)"
 
     c.run(OCCLUSION_CHECKS[1], settings_complete)
-    faces = _faces(n_faces, 112, seed)
+    faces = bench_faces(n_faces, 112, seed)
     seeds = [face_seed(seed, i) for i in range(n_faces)]
 
     def same_seed() -> str:
@@ -133,6 +129,10 @@ def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float =
             return f"{len(images)} faces: {images[0].dtype} {images[0].shape} image, bool mask"
         return check
 
+    def keeps_formats(sets: list[np.ndarray], landmarks: np.ndarray) -> Callable[[], str]:
+        checks = [keeps_format(images, landmarks) for images in sets]
+        return lambda: " · ".join(check() for check in checks)
+
     def inside_coverage() -> str:
         changed_total = 0
         for i in range(n_faces):
@@ -160,8 +160,9 @@ def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float =
             raise CheckFailed(f"{text}: below the {min_speed:g}x minimum, it would slow training down")
         return text + f"; minimum {min_speed:g}x"
 
-    small = _faces(8, 48, seed + 1)
+    small = bench_faces(8, 48, seed + 1)
     grey48 = convert_channels(small.images, 1)  # (N, 48, 48, 1)
+    tiny = bench_faces(8, 32, seed + 2)  # the smallest size the package supports
     c.run(OCCLUSION_CHECKS[2], input_unchanged)
     # read-only from here, as memory-mapped prepared faces are: painting on the input fails loudly
     faces.images.flags.writeable = False
@@ -170,9 +171,10 @@ def check_occlusion(entry: Entry, options: dict[str, Any], *, min_speed: float =
     c.run(OCCLUSION_CHECKS[5], keeps_format(faces.images[:8], faces.landmarks[:8]))
     c.run(OCCLUSION_CHECKS[6], keeps_format(grey48[..., 0], small.landmarks))
     c.run(OCCLUSION_CHECKS[7], keeps_format(grey48, small.landmarks))
-    c.run(OCCLUSION_CHECKS[8], inside_coverage)
-    c.run(OCCLUSION_CHECKS[9], region_coverage)
-    c.run(OCCLUSION_CHECKS[10], speed)
+    c.run(OCCLUSION_CHECKS[8], keeps_formats([tiny.images, convert_channels(tiny.images, 1)], tiny.landmarks))
+    c.run(OCCLUSION_CHECKS[9], inside_coverage)
+    c.run(OCCLUSION_CHECKS[10], region_coverage)
+    c.run(OCCLUSION_CHECKS[11], speed)
     return c.results
 
 

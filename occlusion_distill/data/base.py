@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Callable
 
 from .faceset import FaceSet
@@ -16,6 +17,15 @@ class FaceDataset:
     labels: tuple[str, ...] = ()
     #: channels the images have natively (1 grey, 3 RGB); a run may convert
     native_channels: int = 3
+    #: the folder where the data set keeps files it makes from its data for reuse (generated faces,
+    #: resized copies); None: nothing that outlasts the process. A run sets it with ``use_cache``.
+    cache_dir: Path | None = None
+
+    def use_cache(self, root: str | Path | None) -> None:
+        """Keep files made from the data under ``root``, the run's cache folder (None, as under
+        ``--no-cache``: nothing that outlasts the run). A run calls this once, after building the data set
+        and before the first ``load``; files kept here may never change what ``load`` returns."""
+        self.cache_dir = Path(root) if root is not None else None
 
     def load(self, split: str, *, image_size: int, channels: int,
              progress: Callable[[int], None] | None = None) -> FaceSet:

@@ -42,12 +42,19 @@ def occlude_all(faces: FaceSet, occlusion: Occlusion, seed: int) -> np.ndarray:
     """Occlude every face once, deterministically (face i uses seed (seed, i)): evaluation sets."""
     out = np.empty_like(faces.images)
     for i in range(len(faces)):
-        out[i] = occlusion.occlude_image(faces.images[i], faces.landmarks[i], seed=_face_seed(seed, i))
+        out[i] = occlusion.occlude_image(faces.images[i], faces.landmarks[i], seed=face_seed(seed, i, epoch=0))
     return out
 
 
-def _face_seed(seed: int, index: int, epoch: int = 0) -> int:
-    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+def face_seed(seed: int, index: int, epoch: int | None = None) -> int:
+    """The uint32 seed of face ``index``'s draw, independent of every other face's (a ``SeedSequence`` child).
+
+    With ``epoch`` (training pairs per epoch; evaluation sets use epoch 0): from ``(seed, epoch, index)``.
+    Without (previews, ``bench occlusions`` and the contract checks): from ``(seed, index)``, another
+    stream, kept apart so that what each of them shows stays as it was.
+    """
+    entropy = [seed, index] if epoch is None else [seed, epoch, index]
+    return int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
 
 class PairedFaces(Dataset):
@@ -86,7 +93,7 @@ class PairedFaces(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         image, lm = self.faces.images[i], self.faces.landmarks[i]
-        rng_seed = _face_seed(self.seed, i, self.epoch)
+        rng_seed = face_seed(self.seed, i, self.epoch)
         flipped = self.flip and bool(rng_seed & 1)
         if flipped:
             image, lm = hflip(image, lm)

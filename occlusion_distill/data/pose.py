@@ -2,7 +2,8 @@
 
 Occlusions are placed by landmarks, so a fair test of them needs faces that are not all upright and
 centred. ``vary_pose`` warps each face by a random similarity transform (about the image centre)
-and applies the same transform to its landmarks.
+and applies the same transform to its landmarks; ``bench_faces`` gives the built-in faces posed so
+that ``bench occlusions`` and the occlusion contract checks measure on.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import cv2
 import numpy as np
 
 from .faceset import FaceSet
+from .synthfaces import generate
 
 
 def similarity(size: tuple[int, int], scale: float, roll_deg: float, shift: tuple[float, float]) -> np.ndarray:
@@ -48,3 +50,8 @@ def vary_pose(faces: FaceSet, seed: int = 0, scale: tuple[float, float] = (0.7, 
                        tuple(rng.uniform(-shift, shift, 2) * (w, h)))
         images[i], landmarks[i] = warp_face(faces.images[i], faces.landmarks[i], m)
     return FaceSet(images, landmarks, dict(faces.labels), dict(faces.classes), name=faces.name)
+
+
+def bench_faces(n: int, size: int = 112, seed: int = 0) -> FaceSet:
+    """``n`` built-in RGB faces of ``size`` px under varied pose and scale (the same for every call with this seed)."""
+    return vary_pose(generate(n, size=size, channels=3, seed=seed + 7000), seed=seed)

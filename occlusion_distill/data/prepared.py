@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..io import default_cache_dir
 from .base import SPLITS, FaceDataset
 from .faceset import FaceSet
 
@@ -39,12 +40,6 @@ def read_manifest(root: Path) -> dict[str, Any]:
         raise DataError(f"{root} was prepared in format {manifest.get('format')}; this version reads format "
                         f"{FORMAT_VERSION}: prepare it again")
     return manifest
-
-
-def _default_faces_dir() -> Path:
-    from ..io import default_cache_dir
-
-    return default_cache_dir() / "faces"
 
 
 FACES_VERSION = 1  # of the resized, memory-mapped faces in the cache
@@ -89,8 +84,9 @@ class PreparedDataset(FaceDataset):
             if n is not None and (not isinstance(n, int) or n < 1):
                 raise UsageError(f"{self.key}: n_{split} must be a positive integer, not {n!r}")
         self.root = Path(data) if data else None
-        #: where resized faces are memory-mapped from (the run sets it from its cache; None: a temporary file)
-        self.faces_dir: Path | None = _default_faces_dir()
+        #: resized faces are memory-mapped from ``cache_dir / "faces"`` (the run sets it with ``use_cache``;
+        #: None: a temporary file)
+        self.cache_dir: Path | None = default_cache_dir()
         self.manifest: dict[str, Any] = {}
         if self.root is not None:
             self.manifest = read_manifest(self.root)
@@ -147,8 +143,8 @@ class PreparedDataset(FaceDataset):
                "version": FACES_VERSION}
         n = len(images) if index is None else len(index)
         name = f"{self.key}-{split}-{size}px-{channels}c-{key_digest(key)}.npy"
-        temporary = self.faces_dir is None  # --no-cache: a file that is gone once mapped (Linux keeps the map)
-        path = Path(tempfile.mkdtemp(prefix="occdistill-faces-")) / name if temporary else self.faces_dir / name
+        temporary = self.cache_dir is None  # --no-cache: a file that is gone once mapped (Linux keeps the map)
+        path = Path(tempfile.mkdtemp(prefix="occdistill-faces-")) / name if temporary else self.cache_dir / "faces" / name
         if path.is_file():
             try:
                 cached = np.load(path, mmap_mode="r")

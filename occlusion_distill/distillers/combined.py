@@ -17,7 +17,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from ..errors import RunFailed, UsageError
+from ..engine.stage import TrainingDiverged, better_score
+from ..errors import PluginError, RunFailed, UsageError
 from ..models.network import ModelOutput
 from ..tasks.base import Task
 from .base import Distiller
@@ -72,13 +73,11 @@ class Combined(Distiller):
     def student_template(self, teacher: nn.Module) -> nn.Module:
         return CombinedModel([copy.deepcopy(teacher) for _ in self.members], self.task.output_dim)
 
-    def forward(self, student: ModelOutput, targets: torch.Tensor,
-                teacher: ModelOutput | None = None) -> dict[str, torch.Tensor]:
-        raise RuntimeError("combined fits its head in train_student; it has no per-step loss")
+    def compute_loss(self, student: ModelOutput, targets: torch.Tensor,
+                     teacher: ModelOutput | None) -> dict[str, torch.Tensor]:
+        raise PluginError("combined fits its head in train_student; it has no per-step loss")
 
     def train_student(self, ctx: "StageContext") -> nn.Module:
-        from ..engine.trainer import TrainingDiverged, better_score
-
         if ctx.student_for is None:
             raise RunFailed("combined needs the run to provide its member students (StageContext.student_for)")
         members = [ctx.student_for(name) for name in self.members]

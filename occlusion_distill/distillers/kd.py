@@ -38,10 +38,8 @@ class SoftTargetKD(Distiller):
     def hparams(self) -> dict[str, Any]:
         return {"lambda": self.lambda_, "tau": self.tau}
 
-    def forward(self, student: ModelOutput, targets: torch.Tensor,
-                teacher: ModelOutput | None = None) -> dict[str, torch.Tensor]:
-        if teacher is None:
-            raise RuntimeError("kd needs the teacher's outputs on the clean faces")
+    def compute_loss(self, student: ModelOutput, targets: torch.Tensor,
+                     teacher: ModelOutput | None) -> dict[str, torch.Tensor]:
         task_loss = self.task.loss(student.logits, targets)
         if self.task.regression:
             # Regression form: distance to the teacher's prediction, in the task's standardised units.
@@ -49,4 +47,4 @@ class SoftTargetKD(Distiller):
         else:
             distill = kd_kl(student.logits, teacher.logits, self.tau)
         loss = (1.0 - self.lambda_) * task_loss + self.lambda_ * distill
-        return {"loss": loss, "task": task_loss.detach(), "distill": distill.detach()}
+        return {"loss": loss, "task": task_loss, "distill": distill}

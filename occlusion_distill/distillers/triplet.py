@@ -128,10 +128,8 @@ class TripletKD(Distiller):
             t = t.argmax(dim=1)
         return t.float().cpu().numpy()
 
-    def forward(self, student: ModelOutput, targets: torch.Tensor,
-                teacher: ModelOutput | None = None) -> dict[str, torch.Tensor]:
-        if teacher is None:
-            raise RuntimeError("triplet needs the teacher's embeddings of the clean faces")
+    def compute_loss(self, student: ModelOutput, targets: torch.Tensor,
+                     teacher: ModelOutput | None) -> dict[str, torch.Tensor]:
         task_loss = self.task.loss(student.logits, targets)
         anchor = self.embed(student.embedding)
         positive = teacher.embedding.detach()
@@ -153,8 +151,7 @@ class TripletKD(Distiller):
         # under torchrun every rank's anchors enter every rank's bank: negatives come from the whole batch
         self.index.update(self.bank.add(ddp.all_gather_rows(a_np), ddp.all_gather_rows(labels)))
         loss = task_loss + self.lambda_ * trip
-        return {"loss": loss, "task": task_loss.detach(), "triplet": trip.detach(),
-                "mined": torch.tensor(float(found.mean()))}
+        return {"loss": loss, "task": task_loss, "triplet": trip, "mined": torch.tensor(float(found.mean()))}
 
 
 def _finite(value: Any) -> bool:

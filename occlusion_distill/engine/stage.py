@@ -1,5 +1,6 @@
 """The types a stage is made of: the evaluation set, the stage context a distiller trains through, and the
-teacher's output table.
+teacher's output table; ``TrainingDiverged`` and ``better_score``, which a stage with its own procedure
+(``combined``) uses too.
 
 ``StageContext.fit(criterion)`` trains the stage's model with a criterion (a distiller) through the
 engine's trainer, so that a distiller's ``train_student`` never imports the engine.
@@ -7,6 +8,7 @@ engine's trainer, so that a distiller's ``train_student`` never imports the engi
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -19,6 +21,21 @@ from ..errors import RunFailed
 from ..models.network import FaceModel, ModelOutput
 from ..tasks.base import Task
 from .checkpoint import StageCheckpoint
+
+
+class TrainingDiverged(RunFailed):
+    """The loss became NaN or infinite, or no epoch had a finite validation score."""
+
+
+def better_score(task: Task, new: float, old: float | None) -> bool:
+    """Whether validation score ``new`` beats the best so far (``old``, None before the first). A NaN or
+    infinite score never does and is never a best to beat (a checkpoint may hold one), so a stage keeps
+    its first finite epoch: NaN compares False with everything and would otherwise stick as the best."""
+    if not math.isfinite(new):
+        return False
+    if old is None or not math.isfinite(old):
+        return True
+    return new > old if task.higher_is_better else new < old
 
 
 @dataclass
@@ -46,7 +63,9 @@ class StageContext:
     num_workers: int = 0
     teacher: FaceModel | None = None
     progress: Callable[..., Any] | None = None  # reporter.stage(...) factory
-    teacher_outputs: str = "cached"  # "cached": run the teacher once per face and flip; "online": every step
+    #: the run's choice: "cached" runs the teacher once per face and flip, "online" at every step. A
+    #: distiller that declares "online" (or feature layers) gets online outputs; this field stays as given
+    teacher_outputs: str = "cached"
     history: list[dict[str, Any]] = field(default_factory=list)
     #: another distiller's student of this run by name, from the run cache or trained now (``combined``)
     student_for: Callable[[str], FaceModel] | None = None

@@ -1,4 +1,10 @@
-"""One training loop for every stage: AdamW + one-cycle, best epoch on validation, seeded order."""
+"""One training loop for every stage: AdamW + one-cycle, best epoch on validation, seeded order.
+
+``StageTrainer`` is the loop in its parts (setup, restore, one epoch, validate, snapshot); ``fit(ctx,
+criterion)`` runs it. Loss terms are summed on the device and the loss's finiteness is kept in a device
+flag, read at checkpoint points and at the end of each epoch (on CPU, where reading it costs nothing,
+at every step): a GPU is not stopped by a host sync at each step.
+"""
 
 from __future__ import annotations
 
@@ -19,16 +25,14 @@ from torch.utils.data import DataLoader, Sampler
 from ..errors import Interrupted, RunFailed, UsageError
 from ..models.network import FaceModel, ModelOutput
 from ..tasks.base import Task
+from . import distributed as ddp
 from .checkpoint import rng_state, set_rng_state
-from .stage import EvalSet, StageContext, TeacherTable
+from .features import FeatureTap
+from .stage import EvalSet, StageContext, TeacherTable, TrainingDiverged, better_score
 
 # bump when a change alters what a given config trains (invalidates caches). 2: the face order of an
 # epoch is drawn from (seed, epoch) alone, so that a stage can resume in the middle of an epoch.
 TRAINER_VERSION = 2
-
-
-class TrainingDiverged(RunFailed):
-    """The loss became NaN or infinite."""
 
 
 def seed_everything(seed: int) -> None:
@@ -64,8 +68,6 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
 def evaluate(model: nn.Module, data: EvalSet, task: Task, device: torch.device) -> dict[str, float]:
     """The task's metrics on ``data``. Under torchrun each rank predicts a contiguous share of the faces and
     the predictions are gathered, so every rank computes the same metrics over all of them."""
-    from . import distributed as ddp
-
     world = ddp.world_size()
     if world == 1:
         return task.metrics(predict(model, data.images, device), data.targets)
@@ -75,17 +77,6 @@ def evaluate(model: nn.Module, data: EvalSet, task: Task, device: torch.device) 
     mine = data.images[bounds[ddp.rank()]:bounds[ddp.rank() + 1]]
     outputs = ddp.all_gather_rows(predict(model, mine, device).astype(np.float32))
     return task.metrics(outputs, data.targets)
-
-
-def better_score(task: Task, new: float, old: float | None) -> bool:
-    """Whether validation score ``new`` beats the best so far (``old``, None before the first). A NaN or
-    infinite score never does and is never a best to beat (a checkpoint may hold one), so a stage keeps
-    its first finite epoch: NaN compares False with everything and would otherwise stick as the best."""
-    if not math.isfinite(new):
-        return False
-    if old is None or not math.isfinite(old):
-        return True
-    return new > old if task.higher_is_better else new < old
 
 
 class EpochOrder(Sampler[int]):
@@ -127,12 +118,13 @@ class _StopRequest:
         if not self.requested:
             self.requested, self._first = True, now
 
-    def agreed(self) -> bool:
-        """Whether any rank was asked to stop: every rank then stops at the same step."""
-        from . import distributed as ddp
-
+    def agreed(self, sync_point: bool = True) -> bool:
+        """Whether any rank was asked to stop: every rank then stops at the same step. Under torchrun the
+        ranks are asked (an all-reduce) only at ``sync_point``s, checkpoint points and epoch ends."""
         if ddp.world_size() == 1:
             return self.requested
+        if not sync_point:
+            return False
         return ddp.sum_across({"stop": float(self.requested)})["stop"] > 0
 
     def restore(self) -> None:
@@ -156,166 +148,278 @@ def resolve_amp(name: str, device: torch.device) -> torch.dtype | None:
     return {"bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
+class StageTrainer:
+    """The training of one stage: ``ctx.model`` with ``criterion`` (a distiller) over ``ctx.epochs``.
+
+    ``setup`` builds the optimiser, schedule, scaler, DDP and compile wrappers, the teacher's outputs
+    (looked up or online) and the feature hooks a distiller declares; ``restore`` continues from a
+    checkpoint's state; ``train_epoch`` runs one epoch (or its rest); ``validate`` scores it and keeps the
+    best weights; ``snapshot`` is the state a checkpoint holds; ``close`` removes the hooks and the Ctrl-C
+    handler. ``run`` does all of it and returns the model with its best validation weights.
+    """
+
+    def __init__(self, ctx: StageContext, criterion: nn.Module):
+        self.ctx, self.criterion = ctx, criterion
+        self.device = ctx.device
+        self.rank, self.world = ddp.rank(), ddp.world_size()
+        self.start_epoch, self.start_batch, self.step = 0, 0, 0
+        self.sums: dict[str, torch.Tensor] = {}  # float64 on the device: the same sums as Python floats
+        # MPS has no float64: there the terms are summed on the CPU (a copy per step, as before)
+        self.sum_device = torch.device("cpu") if ctx.device.type == "mps" else None
+        self.best_score: float | None = None
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.tap: FeatureTap | None = None
+        self.stop: _StopRequest | None = None
+        self.progress: Any = None
+        # reading a flag on the CPU costs nothing: there a non-finite loss stops the stage at its step,
+        # before the optimiser takes it; on a GPU at the next checkpoint point or the end of the epoch
+        self.check_every_step = ctx.device.type == "cpu"
+        # the first step whose loss was not finite (0: none) and that loss, kept on the device
+        self._bad_step: torch.Tensor | None = None
+        self._bad_loss: torch.Tensor | None = None
+
+    # -- setup ------------------------------------------------------------------------------------------
+    def setup(self) -> None:
+        ctx, device, criterion = self.ctx, self.device, self.criterion
+        # channels-last runs the convolutions of small faces markedly faster, on CPU as on GPU
+        self.model = ctx.model.to(device, memory_format=torch.channels_last)
+        criterion.to(device)
+        teacher = ctx.teacher
+        self.uses_teacher = bool(getattr(criterion, "uses_teacher", False))
+        if self.uses_teacher:
+            if teacher is None:
+                raise RunFailed(f"stage '{ctx.stage}': the distiller needs a teacher")
+            teacher = teacher.to(device).eval()
+            for p in teacher.parameters():
+                p.requires_grad_(False)
+        self.teacher = teacher
+        if callable(getattr(criterion, "setup", None)):
+            # before the optimiser: what the distiller builds here (a regressor) trains with the student
+            criterion.setup(self.model, teacher if self.uses_teacher else None,
+                            ctx.val.images[:2].to(device).contiguous(memory_format=torch.channels_last))
+            criterion.to(device)
+        layers = tuple(getattr(criterion, "feature_layers", ()) or ())
+        if layers:
+            self.tap = FeatureTap(layers, self.model, teacher if self.uses_teacher else None)
+        # the feature maps of the teacher exist only when it runs: declared layers mean online outputs
+        online = getattr(criterion, "teacher_outputs", "cached") == "online" or bool(layers) \
+            or ctx.teacher_outputs == "online"
+        self.table = None
+        if self.uses_teacher and not online and getattr(ctx.train, "deterministic_clean", False):
+            self.table = ctx.teacher_table() if ctx.teacher_table is not None else TeacherTable(teacher, ctx.train, device)
+        ctx.train.need_clean = ctx.view == "clean" or (self.uses_teacher and self.table is None)
+        ctx.train.need_occluded = ctx.view == "occluded"
+
+        params = [p for p in list(self.model.parameters()) + list(criterion.parameters()) if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(params, lr=ctx.lr, weight_decay=ctx.weight_decay)
+        self.per_rank = max(1, ctx.batch_size // self.world)  # the global batch is split over the ranks
+        share = EpochOrder(len(ctx.train), ctx.seed, 0, self.rank, self.world).share()
+        self.drop_last = share > self.per_rank  # a batch of one would break BatchNorm
+        self.per_epoch = share // self.per_rank if self.drop_last else -(-share // self.per_rank)
+        self.steps = ctx.epochs * self.per_epoch
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=ctx.lr,
+                                                             total_steps=max(self.steps, 1), pct_start=0.25)
+        self.amp = resolve_amp(ctx.amp, device)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
+        net: nn.Module = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            net = DistributedDataParallel(self.model, device_ids=[device.index] if device.type == "cuda" else None)
+        if ctx.compile:
+            net = torch.compile(net)
+        self.net = net
+        self.every = ctx.checkpoint.every if ctx.checkpoint is not None else 0
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Continue from a checkpoint's state (``snapshot``); ``UsageError`` when it was saved on another
+        number of processes."""
+        ctx = self.ctx
+        if saved.get("world_size", 1) != self.world:
+            raise UsageError(f"stage '{ctx.stage}' was checkpointed on {saved.get('world_size', 1)} process(es); "
+                             f"resume it on as many (now {self.world})")
+        self.model.load_state_dict(saved["model"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.scheduler.load_state_dict(saved["scheduler"])
+        self.scaler.load_state_dict(saved["scaler"])
+        self.criterion.load_state_dict(saved["criterion"])
+        set_rng_state(saved["rng"])
+        self.start_epoch, self.start_batch, self.step = saved["epoch"], saved["batch"], saved["step"]
+        # the saved sums are over every rank: rank 0 carries them on, the others restart at 0
+        self.sums = {k: torch.tensor(v if self.rank == 0 else 0.0, dtype=torch.float64,
+                                     device=self.sum_device or self.device)
+                     for k, v in saved["sums"].items()}
+        self.best_score, self.best_state = saved["best_score"], saved["best_state"]
+        ctx.history[:] = json.loads(saved["history"])
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def snapshot(self, epoch: int, batch: int) -> dict[str, Any]:
+        """The whole state at ``batch`` of ``epoch`` (both 0-based; batch 0 of the next epoch at an end)."""
+        # every rank reaches each save point at the same step, so the loss sums can be added up here;
+        # history travels as JSON (a plugin's metrics may be numpy scalars, which weights-only loading refuses)
+        return {"stage": self.ctx.stage, "epoch": epoch, "batch": batch, "step": self.step, "world_size": self.world,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "criterion": self.criterion.state_dict(), "rng": rng_state(), "sums": ddp.sum_across(self._sums()),
+                "best_score": None if self.best_score is None else float(self.best_score),
+                "best_state": self.best_state, "history": json.dumps(self.ctx.history, default=float)}
+
+    def _sums(self) -> dict[str, float]:
+        return {k: float(v) for k, v in self.sums.items()}
+
+    def _save(self, epoch: int, batch: int) -> None:
+        self.check_finite()  # never a checkpoint with weights that a non-finite loss stepped
+        if self.ctx.checkpoint is not None:
+            self.ctx.checkpoint.save(self.snapshot(epoch, batch))
+
+    def _note_loss(self, loss: torch.Tensor) -> None:
+        """Remember the first step whose loss is not finite, without reading anything back from the device."""
+        bad = ~torch.isfinite(loss.detach())
+        if self._bad_step is None:
+            self._bad_step = torch.zeros((), dtype=torch.int64, device=loss.device)
+            self._bad_loss = torch.zeros((), dtype=torch.float32, device=loss.device)
+        first = bad & (self._bad_step == 0)
+        self._bad_step = torch.where(first, self.step + 1, self._bad_step)
+        self._bad_loss = torch.where(first, loss.detach().float(), self._bad_loss)
+
+    def check_finite(self) -> None:
+        """``TrainingDiverged`` when a loss since the stage (or its resumption) began was NaN or infinite."""
+        if self._bad_step is None:
+            return
+        step = int(self._bad_step)
+        if step:
+            ckpt = self.ctx.checkpoint
+            raise TrainingDiverged(
+                f"stage '{self.ctx.stage}': the loss became {float(self._bad_loss)} at epoch "
+                f"{(step - 1) // max(self.per_epoch, 1) + 1}, step {step}; "
+                + (ckpt.describe() + "; " if ckpt else "") + "try a lower learning rate")
+
+    def _loader(self, epoch: int, first: int) -> DataLoader:
+        ctx = self.ctx
+        return DataLoader(ctx.train, batch_size=self.per_rank,
+                          sampler=EpochOrder(len(ctx.train), ctx.seed, epoch, self.rank, self.world, first * self.per_rank),
+                          num_workers=ctx.num_workers, drop_last=self.drop_last, pin_memory=self.device.type == "cuda",
+                          worker_init_fn=_quiet_worker if ctx.num_workers else None,
+                          # the loader's own seed from its own generator: the global RNG stream stays
+                          # the same whether an epoch starts at its beginning or is resumed part-way
+                          generator=torch.Generator().manual_seed(ctx.seed * 1000 + epoch))
+
+    def _teacher_outputs(self, batch: dict[str, torch.Tensor]) -> ModelOutput | None:
+        if self.table is not None:
+            return self.table.lookup(batch["index"], batch["flipped"])
+        if not self.uses_teacher:
+            return None
+        with torch.no_grad():
+            out = self.teacher(batch["clean"].to(self.device, non_blocking=True))
+        return out._replace(features=self.tap.take("teacher")) if self.tap is not None else out
+
+    def train_epoch(self, epoch: int, first_batch: int = 0) -> None:
+        """Epoch ``epoch`` (0-based) from its batch ``first_batch`` on; ``Interrupted`` after saving a
+        checkpoint when Ctrl-C was pressed, ``TrainingDiverged`` on a non-finite loss, ``RunFailed`` when the
+        GPU runs out of memory."""
+        ctx, device, criterion = self.ctx, self.device, self.criterion
+        ctx.train.set_epoch(epoch)
+        if first_batch == 0:
+            self.sums = {}
+        self.model.train()
+        for b, batch in enumerate(self._loader(epoch, first_batch), start=first_batch):
+            x = batch[ctx.view].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            y = batch["target"].to(device, non_blocking=True)
+            try:
+                with torch.autocast(device.type, dtype=self.amp or torch.float32, enabled=self.amp is not None):
+                    out = self.net(x)
+                    if self.tap is not None:
+                        out = out._replace(features=self.tap.take("student"))
+                    terms = criterion(out, y, self._teacher_outputs(batch))
+                loss = terms["loss"]
+                self._note_loss(loss)
+                if self.check_every_step:
+                    self.check_finite()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.scaler.scale(loss).backward()
+                if self.world > 1:
+                    ddp.average_gradients(criterion.parameters())
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            except torch.cuda.OutOfMemoryError as exc:
+                raise RunFailed(f"stage '{ctx.stage}': out of GPU memory at batch size {ctx.batch_size}; try "
+                                f"--batch-size {max(1, ctx.batch_size // 2)}") from exc
+            self.scheduler.step()
+            self.step += 1
+            for k, v in terms.items():
+                v = v.detach().to(self.sum_device or v.device, torch.float64)
+                self.sums[k] = self.sums[k] + v if k in self.sums else v
+            if self.progress:
+                self.progress.advance(1)
+            due = bool(self.every) and self.step % self.every == 0 and b + 1 < self.per_epoch
+            requested = self.stop.agreed(sync_point=due or b + 1 >= self.per_epoch)
+            if requested or due:
+                self._save(epoch, b + 1)
+                if requested:
+                    raise Interrupted(f"interrupted in stage '{ctx.stage}' at epoch {epoch + 1}, step {self.step}; "
+                                      + ctx.checkpoint.describe())
+        self.check_finite()
+
+    def validate(self, epoch: int) -> float:
+        """Score the model on the validation faces after epoch ``epoch`` (0-based), add the epoch's record
+        to the history, keep the weights when they are the best so far; returns the score."""
+        ctx = self.ctx
+        val = evaluate(self.model, ctx.val, ctx.task, self.device)
+        score = val[ctx.task.metric]
+        means = ddp.sum_across({k: v / max(self.per_epoch, 1) for k, v in self._sums().items()})
+        ctx.history.append({"epoch": epoch + 1, **{f"train_{k}": v / self.world for k, v in means.items()},
+                            **{f"val_{k}": v for k, v in val.items()}, "lr": self.scheduler.get_last_lr()[0]})
+        if better_score(ctx.task, score, self.best_score):
+            self.best_score = score
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        return score
+
+    def close(self) -> None:
+        if self.tap is not None:
+            self.tap.remove()
+            self.tap = None
+        if self.stop is not None:
+            self.stop.restore()
+        if self.progress:
+            self.progress.close()
+
+    def run(self) -> FaceModel:
+        ctx = self.ctx
+        try:
+            self.setup()
+            saved = ctx.checkpoint.load() if ctx.checkpoint is not None else None
+            if saved is not None:
+                self.restore(saved)
+            self.stop = _StopRequest(enabled=ctx.checkpoint is not None)
+            self.progress = ctx.progress(ctx.stage, total=self.steps) if ctx.progress else None
+            if self.progress and self.step:
+                self.progress.advance(self.step)
+            for epoch in range(self.start_epoch, ctx.epochs):
+                self.train_epoch(epoch, self.start_batch if epoch == self.start_epoch else 0)
+                score = self.validate(epoch)
+                self._save(epoch + 1, 0)
+                if self.progress:
+                    best = "none yet" if self.best_score is None else f"{self.best_score:.1f}"
+                    self.progress.note(f"ep {epoch + 1}/{ctx.epochs} val {ctx.task.metric} {score:.1f} (best {best})")
+            # a Ctrl-C during the last evaluation: the epoch's checkpoint is saved already
+            if self.stop.agreed() and ctx.checkpoint is not None:
+                raise Interrupted(f"interrupted in stage '{ctx.stage}' after its last epoch; " + ctx.checkpoint.describe())
+        finally:
+            self.close()
+        if self.best_state is not None:
+            self.model.load_state_dict(self.best_state)
+        if self.best_score is None or not math.isfinite(self.best_score):
+            raise TrainingDiverged(f"stage '{ctx.stage}': no finite validation score")
+        return self.model
+
+
 def fit(ctx: StageContext, criterion: nn.Module) -> FaceModel:
     """Train ``ctx.model`` with ``criterion`` (a distiller); returns it with its best validation weights.
 
     With ``ctx.checkpoint`` the stage saves its whole state after every epoch (and every N steps), resumes
-    from a saved state, and saves one on Ctrl-C before stopping.
+    from a saved state, and saves one on Ctrl-C before stopping. Raises ``TrainingDiverged`` (a non-finite
+    loss, or no finite validation score), ``Interrupted`` (Ctrl-C, after the checkpoint) and ``RunFailed``
+    (out of GPU memory; no teacher for a distiller that needs one). The context is left as it was given;
+    the feature hooks a distiller declares are removed however the stage ends.
     """
-    from . import distributed as ddp
-
-    device = ctx.device
-    # channels-last runs the convolutions of small faces markedly faster, on CPU as on GPU
-    model = ctx.model.to(device, memory_format=torch.channels_last)
-    criterion = criterion.to(device)
-    teacher = ctx.teacher
-    uses_teacher = bool(getattr(criterion, "uses_teacher", False))
-    if uses_teacher:
-        if teacher is None:
-            raise RunFailed(f"stage '{ctx.stage}': the distiller needs a teacher")
-        teacher = teacher.to(device).eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-    table = None
-    if uses_teacher and ctx.teacher_outputs == "cached" and getattr(ctx.train, "deterministic_clean", False):
-        table = ctx.teacher_table() if ctx.teacher_table is not None else TeacherTable(teacher, ctx.train, device)
-    ctx.train.need_clean = ctx.view == "clean" or (uses_teacher and table is None)
-    ctx.train.need_occluded = ctx.view == "occluded"
-
-    params = [p for p in list(model.parameters()) + list(criterion.parameters()) if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=ctx.lr, weight_decay=ctx.weight_decay)
-    rank, world = ddp.rank(), ddp.world_size()
-    per_rank = max(1, ctx.batch_size // world)  # the global batch is split over the ranks
-    share = EpochOrder(len(ctx.train), ctx.seed, 0, rank, world).share()
-    drop_last = share > per_rank  # a batch of one would break BatchNorm
-    per_epoch = share // per_rank if drop_last else -(-share // per_rank)
-    steps = ctx.epochs * per_epoch
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=ctx.lr, total_steps=max(steps, 1),
-                                                    pct_start=0.25)
-    amp = resolve_amp(ctx.amp, device)
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
-    net: nn.Module = model
-    if world > 1:
-        from torch.nn.parallel import DistributedDataParallel
-
-        net = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if ctx.compile:
-        net = torch.compile(net)
-
-    start_epoch, start_batch, step = 0, 0, 0
-    sums: dict[str, float] = {}
-    best_score: float | None = None
-    best_state: dict[str, torch.Tensor] | None = None
-    saved = ctx.checkpoint.load() if ctx.checkpoint is not None else None
-    if saved is not None:
-        if saved.get("world_size", 1) != world:
-            raise UsageError(f"stage '{ctx.stage}' was checkpointed on {saved.get('world_size', 1)} process(es); "
-                             f"resume it on as many (now {world})")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        scheduler.load_state_dict(saved["scheduler"])
-        scaler.load_state_dict(saved["scaler"])
-        criterion.load_state_dict(saved["criterion"])
-        set_rng_state(saved["rng"])
-        start_epoch, start_batch, step = saved["epoch"], saved["batch"], saved["step"]
-        # the saved sums are over every rank: rank 0 carries them on, the others restart at 0
-        sums = {k: (v if rank == 0 else 0.0) for k, v in saved["sums"].items()}
-        best_score, best_state = saved["best_score"], saved["best_state"]
-        ctx.history[:] = json.loads(saved["history"])
-
-    def snapshot(epoch: int, batch: int) -> dict[str, Any]:
-        # every rank reaches each save point at the same step, so the loss sums can be added up here;
-        # history travels as JSON (a plugin's metrics may be numpy scalars, which weights-only loading refuses)
-        return {"stage": ctx.stage, "epoch": epoch, "batch": batch, "step": step, "world_size": world,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "criterion": criterion.state_dict(), "rng": rng_state(), "sums": ddp.sum_across(dict(sums)),
-                "best_score": None if best_score is None else float(best_score), "best_state": best_state,
-                "history": json.dumps(ctx.history, default=float)}
-
-    every = ctx.checkpoint.every if ctx.checkpoint is not None else 0
-    stop = _StopRequest(enabled=ctx.checkpoint is not None)
-    progress = ctx.progress(ctx.stage, total=steps) if ctx.progress else None
-    if progress and step:
-        progress.advance(step)
-    try:
-        for epoch in range(start_epoch, ctx.epochs):
-            ctx.train.set_epoch(epoch)
-            first = start_batch if epoch == start_epoch else 0
-            if first == 0:
-                sums = {}
-            loader = DataLoader(ctx.train, batch_size=per_rank, sampler=EpochOrder(len(ctx.train), ctx.seed, epoch,
-                                                                                   rank, world, first * per_rank),
-                                num_workers=ctx.num_workers, drop_last=drop_last, pin_memory=device.type == "cuda",
-                                worker_init_fn=_quiet_worker if ctx.num_workers else None,
-                                # the loader's own seed from its own generator: the global RNG stream stays
-                                # the same whether an epoch starts at its beginning or is resumed part-way
-                                generator=torch.Generator().manual_seed(ctx.seed * 1000 + epoch))
-            model.train()
-            for b, batch in enumerate(loader, start=first):
-                x = batch[ctx.view].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
-                y = batch["target"].to(device, non_blocking=True)
-                try:
-                    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                        out = net(x)
-                        t_out: ModelOutput | None = None
-                        if table is not None:
-                            t_out = table.lookup(batch["index"], batch["flipped"])
-                        elif uses_teacher:
-                            with torch.no_grad():
-                                t_out = teacher(batch["clean"].to(device, non_blocking=True))
-                        terms = criterion(out, y, t_out)
-                    loss = terms["loss"]
-                    if not torch.isfinite(loss):
-                        raise TrainingDiverged(
-                            f"stage '{ctx.stage}': the loss became {loss.item()} at epoch {epoch + 1}, step "
-                            f"{step + 1}; " + (ctx.checkpoint.describe() + "; " if ctx.checkpoint else "")
-                            + "try a lower learning rate")
-                    optimizer.zero_grad(set_to_none=True)
-                    scaler.scale(loss).backward()
-                    if world > 1:
-                        ddp.average_gradients(criterion.parameters())
-                    scaler.step(optimizer)
-                    scaler.update()
-                except torch.cuda.OutOfMemoryError as exc:
-                    raise RunFailed(f"stage '{ctx.stage}': out of GPU memory at batch size {ctx.batch_size}; try "
-                                    f"--batch-size {max(1, ctx.batch_size // 2)}") from exc
-                scheduler.step()
-                step += 1
-                for k, v in terms.items():
-                    sums[k] = sums.get(k, 0.0) + float(v.detach())
-                if progress:
-                    progress.advance(1)
-                requested = stop.agreed()
-                if requested or (every and step % every == 0 and b + 1 < per_epoch):
-                    if ctx.checkpoint is not None:
-                        ctx.checkpoint.save(snapshot(epoch, b + 1))
-                    if requested:
-                        raise Interrupted(f"interrupted in stage '{ctx.stage}' at epoch {epoch + 1}, step {step}; "
-                                          + ctx.checkpoint.describe())
-            val = evaluate(model, ctx.val, ctx.task, device)
-            score = val[ctx.task.metric]
-            means = ddp.sum_across({k: v / max(per_epoch, 1) for k, v in sums.items()})
-            record = {"epoch": epoch + 1, **{f"train_{k}": v / world for k, v in means.items()},
-                      **{f"val_{k}": v for k, v in val.items()}, "lr": scheduler.get_last_lr()[0]}
-            ctx.history.append(record)
-            if better_score(ctx.task, score, best_score):
-                best_score = score
-                best_state = copy.deepcopy(model.state_dict())
-            if ctx.checkpoint is not None:
-                ctx.checkpoint.save(snapshot(epoch + 1, 0))
-            if progress:
-                best = "none yet" if best_score is None else f"{best_score:.1f}"
-                progress.note(f"ep {epoch + 1}/{ctx.epochs} val {ctx.task.metric} {score:.1f} (best {best})")
-        # a Ctrl-C during the last evaluation: the epoch's checkpoint is saved already
-        if stop.agreed() and ctx.checkpoint is not None:
-            raise Interrupted(f"interrupted in stage '{ctx.stage}' after its last epoch; " + ctx.checkpoint.describe())
-    finally:
-        stop.restore()
-        if progress:
-            progress.close()
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    if best_score is None or not math.isfinite(best_score):
-        raise TrainingDiverged(f"stage '{ctx.stage}': no finite validation score")
-    return model
+    return StageTrainer(ctx, criterion).run()

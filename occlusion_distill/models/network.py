@@ -16,6 +16,9 @@ from .backbones import DEFAULT_MEAN, DEFAULT_STD, input_normalisation
 class ModelOutput(NamedTuple):
     logits: torch.Tensor  # (B, output_dim): class logits, or the standardised regression value
     embedding: torch.Tensor  # (B, D): the backbone's face embedding
+    #: the feature maps of the layers a distiller declares (``Distiller.feature_layers``), by module name
+    #: within the backbone, e.g. (B, C, H, W); None when none were asked for. The trainer fills it in.
+    features: dict[str, torch.Tensor] | None = None
 
 
 class FaceModel(nn.Module):

@@ -1,18 +1,29 @@
 """``Occlusion``: an albumentations DualTransform that places itself by the face's 5 landmarks.
 
 Randomness lives in ``sample`` (drawn from the transform's own seeded ``random_generator``), pixels in
-``draw``, which is a pure function of the image and the sampled parameters. Keypoints pass through
-unchanged, so an occlusion can sit anywhere in an ``A.Compose([...], keypoint_params=...)``.
+``render`` (a drawn occluder: its box, opacity and colours) or ``coverage`` (a mask-only one), pure
+functions of the image size and the sampled parameters. The base class derives both the drawing and
+the coverage mask from ``render``, so the two cannot disagree. Keypoints pass through unchanged, so an
+occlusion can sit anywhere in an ``A.Compose([...], keypoint_params=...)``.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import math
+import numbers
+import sys
+import warnings
+from typing import Any, Iterable, Optional, Sequence, Tuple
 
 import albumentations as A
 import numpy as np
 
 from ..errors import DataError, UsageError
+from . import raster
+
+#: what ``Occlusion.render`` returns: the (y0, y1, x0, x1) box, its (y1 - y0, x1 - x0) uint8 alpha and
+#: (y1 - y0, x1 - x0, 3) uint8 RGB layer (None: the ``fill`` colour); (None, None, None) when off the image
+Rendered = Tuple[Optional[Tuple[int, int, int, int]], Optional[np.ndarray], Optional[np.ndarray]]
 
 
 def landmarks_from(keypoints: Any) -> np.ndarray:
@@ -53,6 +64,48 @@ def check_fill_mask(fill_mask: Any) -> float | tuple[float, ...] | None:
     return tuple(values) if isinstance(fill_mask, (list, tuple)) else fill_mask
 
 
+def check_number(value: Any, option: str, lo: float | None = None, hi: float | None = None, *, plugin: str,
+                 integer: bool = False, unit: str = "") -> float | int:
+    """``value`` as a float (an int with ``integer``) in [lo, hi] (None: unbounded), or a one-line ``UsageError``.
+
+    Rejects bools (``True`` is not 1 eye distance), strings, NaN and values out of range; with
+    ``integer``, also non-integral numbers (2.0 is accepted as 2). The message names the plugin and the
+    option, and ``unit`` (say "eye distances") is shown after the range.
+    """
+    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and not math.isnan(value) \
+        and (lo is None or value >= lo) and (hi is None or value <= hi) \
+        and (not integer or float(value).is_integer())
+    if not ok:
+        bounds = f"in [{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
+        kind = "an integer " if integer else ""
+        raise UsageError(f"{plugin}: {option} must be {kind}{bounds}{f' ({unit})' if unit else ''}, not {value!r}")
+    return int(value) if integer else float(value)
+
+
+def check_choices(value: Any, choices: Iterable[str], option: str, *, plugin: str, item: str | None = None
+                  ) -> list[str]:
+    """Names among ``choices``: None (all of them, in order), one name, names separated by commas (as typed
+    on the command line) or a list; repeats are kept (a name given twice is drawn twice as often).
+
+    Anything else, an empty list or an unknown name is a one-line ``UsageError`` that lists the choices;
+    ``item`` names one of them in it (default: ``option`` without its plural s, "colours" -> "colour").
+    """
+    choices = list(choices)
+    if value is None:
+        return choices
+    if isinstance(value, str):
+        value = [v.strip() for v in value.split(",")]
+    listed = ", ".join(choices)
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) for v in value):
+        raise UsageError(f"{plugin}: {option} must be names among {listed} (one, a list or comma-separated), "
+                         f"not {value!r}")
+    bad = [v for v in value if v not in choices]
+    if bad:
+        raise UsageError(f"{plugin}: unknown {item or option.rstrip('s')} {bad[0]!r} in {option}; choose from "
+                         f"{listed}")
+    return list(value)
+
+
 def check_p(p: Any) -> float:
     if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p <= 1.0:
         raise UsageError(f"p (the probability of occluding a face) must be a number in [0, 1], not {p!r}")
@@ -87,7 +140,8 @@ def check_image(image: np.ndarray) -> None:
 
 
 class Occlusion(A.DualTransform):
-    """Base class of every occlusion plugin; subclasses write ``sample`` and ``coverage`` (and ``draw``).
+    """Base class of every occlusion plugin; subclasses write ``sample`` and either ``render`` (a drawn
+    occluder) or ``coverage`` (a mask filled with ``fill``).
 
     ``version`` is part of the run cache key: raise it when a change draws different pixels for the same
     settings and seed, so that models trained on the old drawings are not reused.
@@ -96,9 +150,31 @@ class Occlusion(A.DualTransform):
     (the default) passes the mask through unchanged (it is the caller's, a segmentation say); a value (or
     one per mask channel) is written at the hidden pixels, so ``fill_mask=1`` on an empty mask gives the
     coverage. A subclass takes ``fill_mask`` in its constructor and passes it here.
+
+    Plugins written before ``render`` existed (``coverage`` and their own ``draw``) keep working; one that
+    defines ``draw`` without ``render`` gets a ``DeprecationWarning`` when its class is defined.
     """
 
     version = 1
+
+    #: set per class: ``_renders`` when it writes ``render``; ``_render_once`` when, besides, ``draw`` and
+    #: ``coverage`` are the base's, so that one render per face serves both
+    _renders = False
+    _render_once = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls._renders = renders = cls.render is not Occlusion.render
+        cls._render_once = renders and cls.draw is Occlusion.draw and cls.coverage is Occlusion.coverage
+        # `none` keeps its own draw on purpose: it returns the clean face itself, not a copy
+        if "draw" in vars(cls) and not renders and not cls.__module__.startswith("occlusion_distill."):
+            # point at the class statement, past albumentations' metaclass (however many frames it takes)
+            level, frame = 2, sys._getframe(1)
+            while frame is not None and frame.f_globals.get("__name__") != cls.__module__:
+                level, frame = level + 1, frame.f_back
+            warnings.warn(f"{cls.__module__}.{cls.__qualname__} defines draw() without render(): write render() "
+                          f"(the box, alpha and layer) instead, and coverage() and draw() come from it",
+                          DeprecationWarning, stacklevel=level if frame is not None else 2)
 
     def __init__(self, fill: int | Sequence[int] = 0, p: float = 1.0,
                  fill_mask: float | Sequence[float] | None = None):
@@ -108,19 +184,49 @@ class Occlusion(A.DualTransform):
 
     # -- what a plugin writes ----------------------------------------------------------------------
     def sample(self, landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
-        """All random and landmark-derived parameters for one face. Use ``self.random_generator``."""
+        """All random and landmark-derived parameters for one face. Use ``self.random_generator``.
+
+        ``landmarks``: (5, 2) float32 (x, y) pixels, MTCNN order; ``shape``: the image's (H, W).
+        """
         return {}
 
+    def render(self, shape: tuple[int, int], **params: Any) -> Rendered:
+        """The occluder drawn inside its bounding box, for the sampled parameters (optional; drawn occluders).
+
+        ``shape`` is the image's (H, W); ``params`` the dict from ``sample``. Returns ``(box, alpha, layer)``:
+        ``box`` = (y0, y1, x0, x1) in pixels, clipped to the image (``raster.bbox``); ``alpha`` a
+        (y1 - y0, x1 - x0) uint8 opacity, 0 = untouched, 255 = opaque (every pixel above 0 is hidden);
+        ``layer`` a (y1 - y0, x1 - x0, 3) uint8 RGB picture of the occluder, or None for the ``fill`` colour.
+        ``(None, None, None)`` when the occluder lies off the image. From it the base class derives
+        ``coverage`` (alpha > 0) and ``draw`` (``raster.paint``); grey images get the layer's luminance.
+        """
+        raise NotImplementedError(f"{type(self).__name__} writes neither render() nor coverage()")
+
     def coverage(self, shape: tuple[int, int], **params: Any) -> np.ndarray:
-        """The (H, W) boolean mask of pixels this occlusion hides, for the sampled parameters."""
-        raise NotImplementedError
+        """The (H, W) boolean mask of pixels this occlusion hides, for the sampled parameters.
+
+        Derived from ``render`` when the plugin writes it; a mask-only occlusion writes this instead.
+        """
+        box, alpha, _ = self.render(shape[:2], **params)
+        return raster.full_mask(shape, box, alpha)
 
     def draw(self, image: np.ndarray, **params: Any) -> np.ndarray:
-        """Paint the occluder; the default fills the coverage mask with ``fill``."""
+        """A new image with the occluder painted: from ``render``, else the coverage mask filled with ``fill``."""
+        if self._renders:
+            return self._paint(image, self.render(image.shape[:2], **params))
         mask = self.coverage(image.shape[:2], **params)
         out = image.copy()
         out[mask] = fill_for(self.fill, out)
         return out
+
+    def _paint(self, image: np.ndarray, rendered: Rendered) -> np.ndarray:
+        box, alpha, layer = rendered
+        if layer is None and box is not None:
+            colour = np.atleast_1d(np.asarray(self.fill, dtype=np.uint8))
+            if colour.size not in (1, 3):
+                raise UsageError(f"fill {self.fill} needs 1 value or 3 (RGB) for a drawn occluder")
+            layer = np.broadcast_to(np.resize(colour, 3), (*alpha.shape, 3))
+        return raster.paint(image, box, alpha, layer)
 
     # -- plain use, without albumentations' machinery ----------------------------------------------
     def occlude(self, image: np.ndarray, landmarks: np.ndarray, seed: int | None = None
@@ -132,10 +238,13 @@ class Occlusion(A.DualTransform):
         params = self._face_params(image, landmarks, seed)
         if params is None:
             return image, np.zeros(image.shape[:2], dtype=bool)
+        if self._render_once:
+            rendered = self.render(image.shape[:2], **params)
+            return self._paint(image, rendered), raster.full_mask(image.shape, *rendered[:2])
         return self.draw(image, **params), self.coverage(image.shape[:2], **params)
 
     def occlude_image(self, image: np.ndarray, landmarks: np.ndarray, seed: int | None = None) -> np.ndarray:
-        """``occlude`` without the coverage mask: what training and evaluation need, at half the work."""
+        """``occlude`` without the coverage mask: what training and evaluation need, at less work."""
         params = self._face_params(image, landmarks, seed)
         return image if params is None else self.draw(image, **params)
 
@@ -168,16 +277,27 @@ class Occlusion(A.DualTransform):
     # sampled parameters travel under one key of ours and never clash with them.
     def get_params_dependent_on_data(self, params: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
         shape = tuple(params["shape"][:2])
-        return {"occlusion": self.sample(landmarks_from(data.get("keypoints")), shape)}
+        sampled = self.sample(landmarks_from(data.get("keypoints")), shape)
+        if not self._render_once:
+            return {"occlusion": sampled}
+        # rendered once here, for the image and a mask target alike
+        return {"occlusion": sampled, "rendered": (shape, self.render(shape, **sampled))}
 
-    def apply(self, img: np.ndarray, occlusion: dict[str, Any] | None = None, **_: Any) -> np.ndarray:
+    def apply(self, img: np.ndarray, occlusion: dict[str, Any] | None = None,
+              rendered: tuple[tuple[int, int], Rendered] | None = None, **_: Any) -> np.ndarray:
         check_image(img)
+        if rendered is not None and rendered[0] == img.shape[:2]:
+            return self._paint(img, rendered[1])
         return self.draw(img, **(occlusion or {}))
 
-    def apply_to_mask(self, mask: np.ndarray, occlusion: dict[str, Any] | None = None, **_: Any) -> np.ndarray:
+    def apply_to_mask(self, mask: np.ndarray, occlusion: dict[str, Any] | None = None,
+                      rendered: tuple[tuple[int, int], Rendered] | None = None, **_: Any) -> np.ndarray:
         if self.fill_mask is None:
             return mask
-        cover = self.coverage(mask.shape[:2], **(occlusion or {}))
+        if rendered is not None and rendered[0] == mask.shape[:2]:
+            cover = raster.full_mask(mask.shape, *rendered[1][:2])
+        else:
+            cover = self.coverage(mask.shape[:2], **(occlusion or {}))
         out = mask.copy()
         out[cover] = self.fill_mask
         return out

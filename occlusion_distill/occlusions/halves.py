@@ -12,8 +12,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import UsageError
-from .base import Occlusion
+from .base import Occlusion, check_number
 from .regions import FaceFrame
 
 
@@ -39,9 +38,8 @@ class _Half(Occlusion):
     def __init__(self, split: float = 0.5, fill: int | Sequence[int] = 0, p: float = 1.0,
                  fill_mask: float | Sequence[float] | None = None):
         super().__init__(fill=fill, p=p, fill_mask=fill_mask)
-        if not isinstance(split, (int, float)) or not -1.0 <= split <= 2.0:
-            raise UsageError(f"split must be a number in [-1, 2] (0 = eye line, 1 = nose tip), not {split!r}")
-        self.split = float(split)
+        self.split = check_number(split, "split", -1.0, 2.0, plugin="lower-half" if self.hide_below else "upper-half",
+                                  unit="0 = eye line, 1 = nose tip")
 
     def sample(self, landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
         _, down = face_axes(landmarks)

@@ -10,11 +10,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import UsageError
 from . import raster
-from .base import Occlusion
+from .base import Occlusion, Rendered, check_choices, check_number
 from .regions import FaceFrame
-from .shapes import Placed, Shapes, arc_points, colour_choices, tones
+from .shapes import Placed, Shapes, arc_points, tones
 
 MASK_COLOURS = {
     "light-blue": (164, 200, 228), "white": (236, 238, 240), "black": (38, 38, 44),
@@ -31,16 +30,9 @@ class SurgicalMask(Occlusion):
     def __init__(self, colours: Sequence[str] | None = None, variants: Sequence[str] | None = None,
                  jitter: float = 0.04, p: float = 1.0, fill_mask: float | Sequence[float] | None = None):
         super().__init__(p=p, fill_mask=fill_mask)
-        self.colours = colour_choices(colours, MASK_COLOURS, "mask")
-        if isinstance(variants, str):
-            variants = [v.strip() for v in variants.split(",")]
-        variants = list(MASK_VARIANTS) if variants is None else variants
-        if not isinstance(variants, (list, tuple)) or not variants or any(v not in MASK_VARIANTS for v in variants):
-            raise UsageError(f"mask: variants must be among {', '.join(MASK_VARIANTS)}, not {variants!r}")
-        self.variants = variants
-        if not isinstance(jitter, (int, float)) or not 0 <= jitter <= 0.2:
-            raise UsageError(f"mask: jitter must be a number in [0, 0.2] (face units), not {jitter!r}")
-        self.jitter = float(jitter)
+        self.colours = check_choices(colours, MASK_COLOURS, "colours", plugin="mask")
+        self.variants = check_choices(variants, MASK_VARIANTS, "variants", plugin="mask")
+        self.jitter = check_number(jitter, "jitter", 0, 0.2, plugin="mask", unit="face units")
 
     def sample(self, landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
         frame = FaceFrame.from_landmarks(landmarks)
@@ -93,16 +85,10 @@ class SurgicalMask(Occlusion):
         raster.lines(alpha, placed["strap"], 255, round(0.05 * iod))
         return alpha
 
-    def coverage(self, shape: tuple[int, int], **params: Any) -> np.ndarray:
+    def render(self, shape: tuple[int, int], **params: Any) -> Rendered:
         placed = self._placed(shape, params)
         if placed is None:
-            return np.zeros(shape[:2], dtype=bool)
-        return raster.full_mask(shape, placed.crop.box, self._alpha(placed, params["frame"].iod))
-
-    def draw(self, image: np.ndarray, **params: Any) -> np.ndarray:
-        placed = self._placed(image.shape, params)
-        if placed is None:
-            return image.copy()
+            return None, None, None
         f, colour = params["frame"], params["colour"]
         iod = f.iod
         top, bottom = placed.pixels("light")[:, 1].tolist()
@@ -114,4 +100,4 @@ class SurgicalMask(Occlusion):
         raster.lines(layer, placed["stripe"], stripe, thin + 1)
         raster.lines(layer, placed["strap"], strap, round(0.05 * iod))
         raster.lines(layer, placed["body"], edge, thin, closed=True)
-        return raster.paint(image, placed.crop.box, self._alpha(placed, iod), layer)
+        return placed.crop.box, self._alpha(placed, iod), layer

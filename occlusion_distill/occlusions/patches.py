@@ -14,23 +14,22 @@ import numpy as np
 
 from ..errors import UsageError
 from . import raster
-from .base import Occlusion, check_fill
+from .base import Occlusion, Rendered, check_fill, check_number
 from .regions import FaceFrame
 
 #: where patch centres fall, in face units: u across (eye to eye = 1), v down (eyes at 0, mouth near 1)
 FACE_BOX = ((-0.9, 0.9), (-0.7, 1.6))
 
 
-def _pair(value: Any, name: str, kind: type, lo: float, hi: float) -> tuple:
+def _pair(value: Any, name: str, integer: bool, lo: float, hi: float, unit: str = "") -> tuple:
     """A (low, high) range, or one value meaning (value, value), checked against [lo, hi]."""
     pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    ok = len(pair) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
-    if kind is int:
-        ok = ok and all(float(v).is_integer() for v in pair)
-    if not ok or not lo <= pair[0] <= pair[1] <= hi:
-        raise UsageError(f"random-patch: {name} must be a {kind.__name__} or a (low, high) pair within "
-                         f"[{lo}, {hi}], not {value!r}")
-    return tuple(kind(v) for v in pair)
+    if len(pair) != 2:
+        raise UsageError(f"random-patch: {name} must be one value or a (low, high) pair, not {value!r}")
+    low, high = (check_number(v, name, lo, hi, plugin="random-patch", integer=integer, unit=unit) for v in pair)
+    if low > high:
+        raise UsageError(f"random-patch: {name} must be a (low, high) pair with low <= high, not {value!r}")
+    return low, high
 
 
 class RandomPatch(Occlusion):
@@ -40,8 +39,8 @@ class RandomPatch(Occlusion):
                  fill: str | int | Sequence[int] = "random", p: float = 1.0,
                  fill_mask: float | Sequence[float] | None = None):
         super().__init__(p=p, fill_mask=fill_mask)
-        self.num_patches = _pair(num_patches, "num_patches", int, 1, 32)
-        self.size = _pair(size, "size (in eye distances)", float, 0.05, 4.0)
+        self.num_patches = _pair(num_patches, "num_patches", True, 1, 32)
+        self.size = _pair(size, "size", False, 0.05, 4.0, unit="eye distances")
         self.fill = fill if fill == "random" else check_fill(fill)
         if isinstance(self.fill, tuple) and len(self.fill) not in (1, 3):
             raise UsageError(f"random-patch: fill needs 1 value or 3 (RGB), not {fill!r}")
@@ -67,16 +66,10 @@ class RandomPatch(Occlusion):
         crop = raster.Crop(box)
         return crop, list(crop.fixed(px).reshape(-1, 4, 2))
 
-    def coverage(self, shape: tuple[int, int], **params: Any) -> np.ndarray:
+    def render(self, shape: tuple[int, int], **params: Any) -> Rendered:
         crop, rects = self._placed(shape, params)
         if crop is None:
-            return np.zeros(shape[:2], dtype=bool)
-        return raster.full_mask(shape, crop.box, raster.fill(crop.alpha(), rects, 255, antialias=False))
-
-    def draw(self, image: np.ndarray, **params: Any) -> np.ndarray:
-        crop, rects = self._placed(image.shape, params)
-        if crop is None:
-            return image.copy()
+            return None, None, None
         alpha = raster.fill(crop.alpha(), rects, 255, antialias=False)
         if params["colours"] is None:
             fill = self.fill if isinstance(self.fill, tuple) else (self.fill,)
@@ -85,4 +78,4 @@ class RandomPatch(Occlusion):
             layer = np.zeros((*crop.shape, 3), dtype=np.uint8)
             for rect, colour in zip(rects, params["colours"].tolist()):
                 raster.fill(layer, [rect], colour, antialias=False)
-        return raster.paint(image, crop.box, alpha, layer)
+        return crop.box, alpha, layer

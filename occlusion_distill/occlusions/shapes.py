@@ -8,27 +8,11 @@ pixels in one matrix product and one fixed-point conversion, for OpenCV's drawin
 from __future__ import annotations
 
 import math
-from typing import Sequence
 
 import numpy as np
 
-from ..errors import UsageError
 from . import raster
 from .regions import FaceFrame
-
-
-def colour_choices(colours: Sequence[str] | None, table: dict[str, tuple[int, int, int]], what: str) -> list[str]:
-    if colours is None:
-        return list(table)
-    if isinstance(colours, str):  # one name, or names separated by commas (as typed on the command line)
-        colours = [c.strip() for c in colours.split(",")]
-    if not isinstance(colours, (list, tuple)):
-        raise UsageError(f"{what}: colours must be names among {', '.join(table)}, not {colours!r}")
-    bad = [c for c in colours if c not in table]
-    if bad or not colours:
-        raise UsageError(f"{what}: unknown colour {bad[0] if bad else colours!r}; choose from {', '.join(table)}")
-    return list(colours)
-
 
 _T = np.linspace(0.0, 1.0, 9)[:, None]
 _BOW = 4.0 * _T * (1.0 - _T)

@@ -10,11 +10,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..errors import UsageError
 from . import raster
-from .base import Occlusion
+from .base import Occlusion, Rendered, check_choices, check_number
 from .regions import FaceFrame
-from .shapes import Placed, Shapes, colour_choices, tones
+from .shapes import Placed, Shapes, tones
 
 HEADSET_FINISHES = ("matte", "gloss", "fabric")
 HEADSET_COLOURS = {"white": (232, 232, 236), "black": (30, 30, 34), "grey": (92, 96, 104), "silver": (180, 184, 190)}
@@ -28,10 +27,8 @@ class VRHeadset(Occlusion):
     def __init__(self, colours: Sequence[str] | None = None, perspective: float = 0.08, p: float = 1.0,
                  fill_mask: float | Sequence[float] | None = None):
         super().__init__(p=p, fill_mask=fill_mask)
-        self.colours = colour_choices(colours, HEADSET_COLOURS, "vr-headset")
-        if not isinstance(perspective, (int, float)) or not 0 <= perspective <= 0.3:
-            raise UsageError(f"vr-headset: perspective must be a number in [0, 0.3], not {perspective!r}")
-        self.perspective = float(perspective)
+        self.colours = check_choices(colours, HEADSET_COLOURS, "colours", plugin="vr-headset")
+        self.perspective = check_number(perspective, "perspective", 0, 0.3, plugin="vr-headset")
 
     def sample(self, landmarks: np.ndarray, shape: tuple[int, int]) -> dict[str, Any]:
         r = self.random_generator.random(9).tolist()  # one draw: each parameter maps its own share
@@ -75,17 +72,10 @@ class VRHeadset(Occlusion):
         strap = raster.fill(placed.crop.alpha(), placed["strap"], 255)
         return body, strap
 
-    def coverage(self, shape: tuple[int, int], **params: Any) -> np.ndarray:
+    def render(self, shape: tuple[int, int], **params: Any) -> Rendered:
         placed = self._placed(shape, params)
         if placed is None:
-            return np.zeros(shape[:2], dtype=bool)
-        body, strap = self._alphas(placed)
-        return raster.full_mask(shape, placed.crop.box, np.maximum(body, strap))
-
-    def draw(self, image: np.ndarray, **params: Any) -> np.ndarray:
-        placed = self._placed(image.shape, params)
-        if placed is None:
-            return image.copy()
+            return None, None, None
         f, colour = params["frame"], params["colour"]
         top, bottom = placed.pixels("light")[:, 1].tolist()
         layer = raster.lit_layer(placed.crop, colour, top, bottom, params["shade"])
@@ -97,4 +87,4 @@ class VRHeadset(Occlusion):
         raster.lines(layer, placed["seam"], seam_tone, thin)
         raster.lines(layer, placed["panel"], panel_tone, thin, closed=True)
         raster.lines(layer, placed["body"], edge_tone, thin, closed=True)
-        return raster.paint(image, placed.crop.box, np.maximum(body, strap), layer)
+        return placed.crop.box, np.maximum(body, strap), layer

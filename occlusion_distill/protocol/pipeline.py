@@ -1,151 +1,88 @@
 """The paper's protocol: teacher on clean faces -> baseline student and distilled student on occluded
 faces (both initialised from the teacher) -> every model scored on the same occluded test faces.
 
-The engine never prints: it talks to a reporter (``report.NullReporter`` when used as a library).
+``ProtocolRun`` holds one run, one method per step: ``preflight`` (build the plugins, once),
+``load_data``, ``teacher``, ``baseline``, ``student`` and ``score``; ``run()`` takes them in order. Each
+trained stage goes through ``stage``, which finds it in, or adds it to, the stage cache
+(``protocol.stages``) under its cache key (``protocol.keys``). The protocol never prints: it talks to a
+``Reporter`` (``protocol.reporting``). ``protocol.rundir.run_to_dir`` wraps a run in its run directory.
 """
 
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 
 from .._version import __version__
 from ..config import RunConfig
-from ..data.base import FaceDataset
 from ..data.faceset import FaceSet
 from ..data.paired import PairedFaces, occlude_all, to_tensor
 from ..distillers.base import Distiller
 from ..distillers.finetune import Finetune
-from ..errors import OccdistillError, PluginError, RunFailed, UsageError
-from ..models.network import FaceModel, build_model
-from ..occlusions.base import Occlusion
-from ..registry import registry
-from ..tasks.base import Task
 from ..engine import distributed as ddp
 from ..engine.cache import ModelCache
-from ..engine.checkpoint import StageCheckpoint
-from ..io import atomic_torch_save, file_digest
 from ..engine.stage import EvalSet, StageContext, TeacherTable
-from ..engine.trainer import TRAINER_VERSION, evaluate, fit, resolve_amp, resolve_device, seed_everything
+from ..engine.trainer import evaluate, fit, resolve_amp, resolve_device, seed_everything
+from ..errors import OccdistillError, RunFailed
+from ..io import atomic_torch_save
+from ..models.network import FaceModel, build_model
+from ..registry import registry
+from .keys import resolved_settings, student_key, teacher_key, teacher_outputs_key
+from .parts import Parts, build_parts
+from .reporting import NullReporter, Reporter
+from .stages import RESUME_DIR, StageCache
 
-RESUME_DIR = "resume"  # under a run's checkpoints/: stage states and finished stages, until the run ends
+# The names under which the cache keys were known before they moved to ``protocol.keys``.
+_teacher_key, _student_key = teacher_key, student_key
 
+__all__ = ["RESUME_DIR", "Parts", "ProtocolRun", "RunData", "RunResult", "build_parts", "finish_run",
+           "gap_closed", "preflight", "resolved_settings", "run"]
 
-@dataclass
-class Parts:
-    """The plugins of one run, built from the config."""
-
-    task: Task
-    occlusion: Occlusion
-    distiller: Distiller
-    dataset: FaceDataset
-    origins: dict[str, str]
+BASELINE = "finetune"  # the distiller whose student is the baseline; its stage is named "baseline"
 
 
 @dataclass
 class RunResult:
+    """What a run gives back. ``metrics``: what metrics.json holds. ``histories``: stage name -> one
+    record per epoch. ``models``: "teacher", "baseline" and "student" (``FaceModel``s on the run's
+    device). ``task_state``: what a checkpoint needs to decode outputs (``task.state()``). ``run_dir``:
+    the finished run directory (``run_to_dir`` on the writing process; None otherwise)."""
+
     metrics: dict[str, Any]
     histories: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     models: dict[str, FaceModel] = field(default_factory=dict)
     task_state: dict[str, Any] = field(default_factory=dict)
+    run_dir: Path | None = None
 
 
-def build_parts(cfg: RunConfig, cache_dir: Path | None = None) -> Parts:
-    """Create every plugin of the run; bad names and bad options fail here, before any training."""
-    task, t_entry = registry("tasks").build(cfg.task)
-    occlusion, o_entry = registry("occlusions").build(cfg.occlusion, **cfg.occlusion_args)
-    distiller, d_entry = registry("distillers").build(cfg.distiller, task=task, **cfg.distiller_args)
-    ds_args = dict(cfg.dataset_args)
-    if cfg.dataset == "synthfaces" and cache_dir is not None:
-        ds_args.setdefault("cache_dir", str(cache_dir))
-    dataset, ds_entry = registry("datasets").build(cfg.dataset, **ds_args)
-    registry("backbones").get(cfg.backbone)  # unknown backbone: fail now, with suggestions
-    for obj, kind, base in ((task, "task", Task), (occlusion, "occlusion", Occlusion),
-                            (distiller, "distiller", Distiller), (dataset, "dataset", FaceDataset)):
-        if not isinstance(obj, base):
-            raise PluginError(f"{kind} plugin '{getattr(cfg, kind)}' must build a {base.__name__}, "
-                              f"got {type(obj).__name__}")
-    if task.label not in dataset.labels:
-        raise UsageError(f"task '{cfg.task}' needs '{task.label}' labels; data set '{cfg.dataset}' "
-                         f"has {', '.join(dataset.labels) or 'none'}")
-    origins = {"task": t_entry.origin, "occlusion": o_entry.origin, "distiller": d_entry.origin,
-               "dataset": ds_entry.origin, "backbone": registry("backbones").get(cfg.backbone).origin}
-    return Parts(task, occlusion, distiller, dataset, origins)
+@dataclass
+class RunData:
+    """The faces of one run: training pairs (clean and occluded views of each face) and the four
+    evaluation sets, whose occlusions depend on ``eval_seed`` alone (the same for every distiller)."""
 
-
-_PRECISION = {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
-
-
-def resolved_settings(cfg: RunConfig, parts: Parts) -> dict[str, Any]:
-    """Every plugin's effective settings, defaults included, and what the run's ``auto`` settings resolve
-    to here (device, training precision, processes): for config.json and the cache keys."""
-    device = resolve_device(cfg.device)
-    return {
-        "occlusion": parts.occlusion.settings(),
-        "task": parts.task.settings(),
-        "distiller": {**cfg.distiller_args, **parts.distiller.hparams()},
-        "dataset": {"args": {k: v for k, v in cfg.dataset_args.items() if k != "cache_dir"},
-                    "fingerprint": parts.dataset.fingerprint()},
-        "channels": cfg.channels or parts.dataset.native_channels,
-        "device": str(device),
-        "precision": _PRECISION[resolve_amp(cfg.amp, device)],
-        "processes": ddp.world_size(),
-        "origins": parts.origins,
-    }
+    train: PairedFaces
+    val_clean: EvalSet
+    val_occluded: EvalSet
+    test_clean: EvalSet
+    test_occluded: EvalSet
 
 
 def preflight(cfg: RunConfig) -> Parts:
     """Everything that can be checked before any data is loaded or file written: plugin names and
-    options, the backbone at this image size, a ``--weights`` file."""
+    options, the backbone at this image size, a ``--weights`` file. Returns the built plugins."""
     parts = build_parts(cfg)
     resolve_amp(cfg.amp, resolve_device(cfg.device))  # --amp fp16 on a CPU: refused now, not at training
     channels = cfg.channels or parts.dataset.native_channels
-    build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size, output_dim=1,
-                pretrained=cfg.pretrained, weights=cfg.weights)
+    with torch.random.fork_rng(devices=[]):  # the probe draws no random number the run would see
+        build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size, output_dim=1,
+                    pretrained=cfg.pretrained, weights=cfg.weights)
     return parts
-
-
-def _teacher_key(cfg: RunConfig, settings: dict[str, Any]) -> dict[str, Any]:
-    """Everything that makes the teacher's weights. Besides data, model and optimisation, the numerics:
-    training precision, ``--compile`` (fused kernels round differently), the device type (its kernels,
-    and what ``auto`` precision means there) and the number of processes (BatchNorm statistics are per
-    process). Students embed this key, and the cached teacher outputs are stored under it."""
-    import timm
-
-    return {
-        "what": "teacher", "trainer": TRAINER_VERSION, "version": __version__, "timm": timm.__version__,
-        "data": settings["dataset"], "origins": {k: v for k, v in settings["origins"].items()
-                                                 if k in ("task", "dataset", "backbone")},
-        "task": cfg.task, "task_settings": settings["task"],
-        "image_size": cfg.image_size, "channels": settings["channels"],
-        "backbone": cfg.backbone,
-        "pretrained": cfg.pretrained, "weights": file_digest(cfg.weights) if cfg.weights else None,
-        "epochs": cfg.teacher_epochs, "batch_size": cfg.batch_size, "lr": cfg.lr,
-        "weight_decay": cfg.weight_decay, "flip": cfg.flip, "seed": cfg.seed,
-        "precision": settings["precision"], "compile": cfg.compile,
-        "device_type": torch.device(settings["device"]).type, "processes": settings["processes"],
-    }
-
-
-def _student_key(cfg: RunConfig, settings: dict[str, Any], teacher_key: dict[str, Any], distiller_name: str,
-                 distiller_settings: dict[str, Any], distiller_origin: str, uses_teacher: bool = True) -> dict[str, Any]:
-    return {
-        "what": "student", "teacher": teacher_key, "occlusion": cfg.occlusion,
-        "occlusion_settings": settings["occlusion"], "occlusion_origin": settings["origins"]["occlusion"],
-        "distiller": distiller_name, "distiller_settings": distiller_settings,
-        "distiller_origin": distiller_origin, "epochs": cfg.student_epochs, "lr": cfg.student_lr,
-        "eval_seed": cfg.eval_seed,
-        # a distiller learns from teacher outputs computed once in fp32 (cached) or at each step under the
-        # training precision (online); the baseline never runs the teacher
-        "teacher_outputs": cfg.teacher_outputs if uses_teacher else None,
-    }
 
 
 def gap_closed(student: float, baseline: float, teacher_clean: float, higher_is_better: bool = True) -> float | None:
@@ -161,17 +98,6 @@ def gap_closed(student: float, baseline: float, teacher_clean: float, higher_is_
     return (student - baseline) / denom
 
 
-@contextmanager
-def _blame(kind: str, name: str, parts: Parts) -> Iterator[None]:
-    """Turn an exception escaping a plugin's code into a one-line failure naming it and its origin."""
-    try:
-        yield
-    except OccdistillError:
-        raise
-    except Exception as exc:
-        raise RunFailed(f"{kind} '{name}' from {parts.origins[kind]} failed: {type(exc).__name__}: {exc}") from exc
-
-
 def finish_run(checkpoint_dir: Path) -> None:
     """After a run's files are all written: its stage states and finished stages are no longer needed."""
     import shutil
@@ -180,216 +106,293 @@ def finish_run(checkpoint_dir: Path) -> None:
         shutil.rmtree(Path(checkpoint_dir) / RESUME_DIR, ignore_errors=True)
 
 
-def _safe(stage: str) -> str:
-    return stage.replace(":", "-").replace("/", "-")
+class ProtocolRun:
+    """One run of the protocol for ``cfg``.
 
+    ``reporter``: where progress goes (None: nowhere). ``cache``: the run cache that trained stages are
+    reused from and stored in (None: none). ``checkpoint_dir``: a run's ``checkpoints/``; each stage saves
+    its state there as it trains, a new ``ProtocolRun`` with the same directory continues from it, and
+    ``run`` writes the final weights there. ``discard_stale``: a stage state of another configuration
+    is dropped instead of refused.
 
-def run(cfg: RunConfig, reporter: Any, cache: ModelCache | None = None,
-        checkpoint_dir: Path | None = None, discard_stale: bool = False) -> RunResult:
-    """Run the whole protocol. With ``checkpoint_dir`` each stage saves its state there as it trains and
-    a rerun with the same directory continues from it; the final weights are written there too."""
-    from ..report import NullReporter
+    Under torchrun the constructor joins the process group; ranks other than 0 then read the cache and
+    report nothing. The plugins are built once, by ``preflight`` (which every step calls first).
+    """
 
-    device = resolve_device(ddp.setup(cfg.device))  # under torchrun: join the group, this rank's device
-    cache = cache or ModelCache(None)
-    if not ddp.is_main():  # under torchrun, rank 0 alone writes files and reports; the others read
-        cache, reporter = ModelCache(cache.root, read_only=True), NullReporter()
-    # finished stages of this run, so that a resumed run does not depend on the shared cache
-    stages = ModelCache(checkpoint_dir / RESUME_DIR if checkpoint_dir is not None else None,
-                        read_only=not ddp.is_main())
-    timings: dict[str, float] = {}
-    t_all = time.perf_counter()
-    seed_everything(cfg.seed)
-    parts = build_parts(cfg, cache.root)
-    task, occlusion, distiller, dataset = parts.task, parts.occlusion, parts.distiller, parts.dataset
-    if hasattr(dataset, "faces_dir"):  # resized faces go to this run's cache, or nowhere lasting (--no-cache)
-        dataset.faces_dir = cache.root / "faces" if cache.root is not None else None
-    channels = cfg.channels or dataset.native_channels
-    reporter.info(f"{cfg.task} · {cfg.occlusion} · {cfg.distiller} · {cfg.backbone} on {cfg.dataset} "
-                  f"({cfg.image_size}px, {'grey' if channels == 1 else 'RGB'}, device {device})")
+    def __init__(self, cfg: RunConfig, reporter: Reporter | None = None, cache: ModelCache | None = None, *,
+                 checkpoint_dir: Path | None = None, discard_stale: bool = False):
+        self.cfg = cfg
+        self.device = resolve_device(ddp.setup(cfg.device))  # under torchrun: join the group, this rank's device
+        cache = cache if cache is not None else ModelCache(None)
+        reporter = reporter if reporter is not None else NullReporter()
+        if not ddp.is_main():  # under torchrun, rank 0 alone writes files and reports; the others read
+            cache, reporter = ModelCache(cache.root, read_only=True), NullReporter()
+        self.cache, self.reporter = cache, reporter
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.stages = StageCache(cache, self.checkpoint_dir, writer=ddp.is_main(), every=cfg.checkpoint_every,
+                                 discard_stale=discard_stale)
+        self.parts: Parts | None = None
+        #: ``resolved_settings``: for config.json and the cache keys, computed once by ``preflight``
+        self.settings: dict[str, Any] = {}
+        self.timings: dict[str, float] = {}
+        self.histories: dict[str, list[dict[str, Any]]] = {}
+        self.cached: dict[str, bool] = {}  # stage -> reused rather than trained
+        self._started = time.perf_counter()
+        self._data: RunData | None = None
+        self._models: dict[str, FaceModel] = {}
+        self._table: TeacherTable | None = None
+        self._teacher_key: dict[str, Any] | None = None
 
-    # Data: the splits, the clean/occluded evaluation sets (same occlusions for every run).
-    t0 = time.perf_counter()
-    splits: dict[str, FaceSet] = {}
-    total = sum(dataset.size(s) for s in ("train", "val", "test"))
-    bar = reporter.stage("data", total)
-    try:
-        for split in ("train", "val", "test"):
-            splits[split] = dataset.load(split, image_size=cfg.image_size, channels=channels,
-                                         progress=bar.advance)
-    finally:
-        bar.close()
-    task.setup(splits["train"])
-    val_clean = EvalSet(to_tensor(splits["val"].images), task.targets(splits["val"]))
-    with _blame("occlusion", cfg.occlusion, parts):
-        val_occluded = occlude_all(splits["val"], occlusion, cfg.eval_seed)
-        test_occluded = occlude_all(splits["test"], occlusion, cfg.eval_seed + 1)
-    val_occ = EvalSet(to_tensor(val_occluded), val_clean.targets)
-    test_clean = EvalSet(to_tensor(splits["test"].images), task.targets(splits["test"]))
-    test_occ = EvalSet(to_tensor(test_occluded), test_clean.targets)
-    train = PairedFaces(splits["train"], task.targets(splits["train"]), occlusion,
-                        flip=cfg.flip, seed=cfg.seed)
-    timings["data"] = time.perf_counter() - t0
+    # -- the steps ------------------------------------------------------------------------------------
+    def preflight(self) -> Parts:
+        """Build the run's plugins (the first call only) and check what can be checked before any data
+        is read: see the module function ``preflight``. Also resolves the settings and points the data
+        set at the run cache (``FaceDataset.use_cache``)."""
+        if self.parts is None:
+            # plugins that draw initial parameters at construction draw them from the run's seed
+            seed_everything(self.cfg.seed)
+            parts = preflight(self.cfg)
+            parts.dataset.use_cache(self.cache.root)  # None (no cache): nothing lasting is written
+            self.settings = resolved_settings(self.cfg, parts)
+            self.parts = parts
+        return self.parts
 
-    def new_model(initial_weights: bool = True) -> FaceModel:
-        # A model about to receive cached weights needs no pretrained download or --weights read.
-        return build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size,
-                           output_dim=task.output_dim, pretrained=cfg.pretrained and initial_weights,
-                           weights=cfg.weights if initial_weights else None)
+    @property
+    def channels(self) -> int:
+        return self.cfg.channels or self.preflight().dataset.native_channels
 
-    def context(stage: str, key: dict[str, Any], model: FaceModel, view: str, val: EvalSet, epochs: int, lr: float,
-                teacher: FaceModel | None = None) -> StageContext:
-        checkpoint = None
-        if checkpoint_dir is not None:
-            checkpoint = StageCheckpoint(checkpoint_dir / RESUME_DIR / f"{_safe(stage)}.state.pt", key,
-                                         every=cfg.checkpoint_every, writer=ddp.is_main(),
-                                         discard_stale=discard_stale)
-        return StageContext(stage=stage, model=model, task=task, train=train, val=val, view=view,
-                            epochs=epochs, batch_size=cfg.batch_size, lr=lr, weight_decay=cfg.weight_decay,
-                            device=device, seed=cfg.seed, num_workers=cfg.num_workers, teacher=teacher,
-                            progress=reporter.stage, teacher_outputs=cfg.teacher_outputs, checkpoint=checkpoint,
-                            amp=cfg.amp, compile=cfg.compile, trainer=fit)
+    @property
+    def teacher_key(self) -> dict[str, Any]:
+        """The teacher's cache key, which every student's key embeds."""
+        if self._teacher_key is None:
+            self.preflight()
+            self._teacher_key = teacher_key(self.cfg, self.settings)
+        return self._teacher_key
 
-    histories: dict[str, list[dict[str, Any]]] = {}
-    cached: dict[str, bool] = {}
+    def load_data(self) -> RunData:
+        """The splits, the training pairs and the clean/occluded evaluation sets (read once)."""
+        if self._data is not None:
+            return self._data
+        cfg, parts = self.cfg, self.preflight()
+        dataset, task, occlusion = parts.dataset, parts.task, parts.occlusion
+        t0 = time.perf_counter()
+        splits: dict[str, FaceSet] = {}
+        bar = self.reporter.stage("data", sum(dataset.size(s) for s in ("train", "val", "test")))
+        try:
+            for split in ("train", "val", "test"):
+                splits[split] = dataset.load(split, image_size=cfg.image_size, channels=self.channels,
+                                             progress=bar.advance)
+        finally:
+            bar.close()
+        task.setup(splits["train"])
+        val_clean = EvalSet(to_tensor(splits["val"].images), task.targets(splits["val"]))
+        with self._blame("occlusion", cfg.occlusion):
+            val_occluded = occlude_all(splits["val"], occlusion, cfg.eval_seed)
+            test_occluded = occlude_all(splits["test"], occlusion, cfg.eval_seed + 1)
+        val_occ = EvalSet(to_tensor(val_occluded), val_clean.targets)
+        test_clean = EvalSet(to_tensor(splits["test"].images), task.targets(splits["test"]))
+        test_occ = EvalSet(to_tensor(test_occluded), test_clean.targets)
+        train = PairedFaces(splits["train"], task.targets(splits["train"]), occlusion, flip=cfg.flip, seed=cfg.seed)
+        self._data = RunData(train, val_clean, val_occ, test_clean, test_occ)
+        self.timings["data"] = time.perf_counter() - t0
+        return self._data
 
-    def cached_stage(stage: str, kind: str, key: dict[str, Any], train_fn, template=None) -> FaceModel:
-        t = time.perf_counter()
-        hit = stages.get(_safe(stage), key)
-        source = "this run's checkpoints (finished before an interruption)"
-        if hit is None:
-            hit, source = cache.get(kind, key), "the run cache"
-        if hit is not None:
-            model = new_model(initial_weights=False) if stage == "teacher" else \
-                (template() if template is not None else copy.deepcopy(teacher))
-            model.load_state_dict(hit["state_dict"])
-            histories[stage] = hit["history"]
-            reporter.info(f"{stage}: reused from {source}")
-        else:
-            model, histories[stage] = train_fn()
-            cache.put(kind, key, model.state_dict(), histories[stage])
-            stages.put(_safe(stage), key, model.state_dict(), histories[stage])
-            if checkpoint_dir is not None and ddp.is_main():  # superseded by the finished stage
-                (checkpoint_dir / RESUME_DIR / f"{_safe(stage)}.state.pt").unlink(missing_ok=True)
-        cached[stage] = hit is not None
-        timings[stage] = time.perf_counter() - t
-        return model.to(device)
+    def teacher(self) -> FaceModel:
+        """The teacher, trained on clean faces with the task loss (or reused), in eval mode."""
+        if "teacher" not in self._models:
+            cfg, data, key = self.cfg, self.load_data(), self.teacher_key
 
-    # 1. Teacher on clean faces.
-    settings = resolved_settings(cfg, parts)
-    t_key = _teacher_key(cfg, settings)
+            def train() -> tuple[FaceModel, list[dict[str, Any]]]:
+                seed_everything(cfg.seed)
+                ctx = self._context("teacher", key, self._new_model(), "clean", data.val_clean, cfg.teacher_epochs,
+                                    cfg.lr)
+                return ctx.fit(Finetune(self.parts.task)), ctx.history
 
-    def train_teacher():
-        seed_everything(cfg.seed)
-        ctx = context("teacher", t_key, new_model(), "clean", val_clean, cfg.teacher_epochs, cfg.lr)
-        return fit(ctx, Finetune(task)), ctx.history
+            teacher = self.stage("teacher", "teachers", key, train,
+                                 template=lambda: self._new_model(initial_weights=False))
+            self._models["teacher"] = teacher.eval()
+        return self._models["teacher"]
 
-    teacher: FaceModel = cached_stage("teacher", "teachers", t_key, train_teacher)
-    teacher.eval()
+    def baseline(self) -> FaceModel:
+        """The baseline: the teacher fine-tuned on occluded faces with the task loss alone, no teacher."""
+        if "baseline" not in self._models:
+            cfg, data, teacher = self.cfg, self.load_data(), self.teacher()
+            key = student_key(cfg, self.settings, self.teacher_key, BASELINE, {},
+                              registry("distillers").get(BASELINE).origin, uses_teacher=False)
 
-    tables: dict[str, TeacherTable] = {}
+            def train() -> tuple[FaceModel, list[dict[str, Any]]]:
+                seed_everything(cfg.seed + 1)
+                ctx = self._context("baseline", key, self._student_init(), "occluded", data.val_occluded,
+                                    cfg.student_epochs, cfg.student_lr)
+                return ctx.fit(Finetune(self.parts.task)), ctx.history
 
-    def teacher_table() -> TeacherTable:
-        """The teacher's outputs on every clean training face and flip: once per run, and kept in the run
-        cache under the teacher's key (which fixes the data, image size and channels) for later runs."""
-        if "table" not in tables:
-            # the weights' digest too: outputs must come from exactly this teacher, even one retrained
-            digest = hashlib.sha256()
-            for name, tensor in sorted(teacher.state_dict().items()):
-                digest.update(name.encode())
-                digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-            key = {"what": "teacher-outputs", "teacher": t_key, "weights": digest.hexdigest()}
-            hit = cache.get("teacher-outputs", key)
-            if hit is not None:
-                tables["table"] = TeacherTable(None, None, device, tensors=(hit["state_dict"]["logits"],
-                                                                             hit["state_dict"]["embeddings"]))
+            self._models["baseline"] = self.stage("baseline", "students", key, train,
+                                                  template=lambda: copy.deepcopy(teacher))
+        return self._models["baseline"]
+
+    def student(self) -> FaceModel:
+        """The run's distilled student, from the teacher. A distiller that declares ``is_baseline``
+        (``finetune``) *is* the baseline: its student is the baseline's, not trained again."""
+        if "student" not in self._models:
+            distiller = self.preflight().distiller
+            if distiller.is_baseline:
+                self._models["student"] = self.baseline()
+                self.histories["student"], self.timings["student"] = self.histories["baseline"], 0.0
+                self.cached["student"] = self.cached["baseline"]
             else:
-                tables["table"] = TeacherTable(teacher, train, device)
-                cache.put("teacher-outputs", key, {"logits": tables["table"].logits,
-                                                    "embeddings": tables["table"].embeddings}, [])
-        return tables["table"]
+                self._models["student"] = self._distilled(self.cfg.distiller, "student", distiller,
+                                                          self.settings["distiller"])
+        return self._models["student"]
 
-    def student_init() -> FaceModel:
-        # every student starts from the teacher's weights, trainable (training a student freezes the teacher)
-        return copy.deepcopy(teacher).requires_grad_(True)
+    def student_for(self, name: str) -> FaceModel:
+        """The student of distiller ``name`` (with its default options) in this run: stage
+        ``student:<name>``, from the stage cache or trained now. ``combined`` asks for its members so."""
+        dist, _ = registry("distillers").build(name, task=self.preflight().task)
+        if dist.is_baseline:
+            return self.baseline()
+        return self._distilled(name, f"student:{name}", dist, dist.hparams())
 
-    # 2. Baseline: the teacher fine-tuned on occluded faces, no teacher signal.
-    base_key = _student_key(cfg, settings, t_key, "finetune", {}, registry("distillers").get("finetune").origin,
-                            uses_teacher=False)
+    def teacher_table(self) -> TeacherTable:
+        """The teacher's outputs on every clean training face and flip: computed once per run, and kept in
+        the run cache (``keys.teacher_outputs_key``) for later runs."""
+        if self._table is None:
+            teacher, data = self.teacher(), self.load_data()
+            key = teacher_outputs_key(self.teacher_key, teacher)
+            stored = self.stages.get_outputs(key)
+            if stored is not None:
+                self._table = TeacherTable(None, None, self.device, tensors=stored)
+            else:
+                self._table = TeacherTable(teacher, data.train, self.device)
+                self.stages.put_outputs(key, self._table.logits, self._table.embeddings)
+        return self._table
 
-    def train_baseline():
-        seed_everything(cfg.seed + 1)
-        ctx = context("baseline", base_key, student_init(), "occluded", val_occ, cfg.student_epochs,
-                      cfg.student_lr)
-        return fit(ctx, Finetune(task)), ctx.history
+    def score(self) -> dict[str, Any]:
+        """Every model on the test faces (the teacher on clean and occluded ones, the students on occluded
+        ones), and what metrics.json holds."""
+        cfg, task, data = self.cfg, self.preflight().task, self.load_data()
+        models = (("teacher_clean", self.teacher(), data.test_clean),
+                  ("teacher_occluded", self.teacher(), data.test_occluded),
+                  ("baseline", self.baseline(), data.test_occluded), ("student", self.student(), data.test_occluded))
+        t = time.perf_counter()
+        bar = self.reporter.stage("evaluate", 4)
+        try:
+            scores = {}
+            for name, model, faces in models:
+                scores[name] = evaluate(model, faces, task, self.device)
+                bar.advance(1)
+        finally:
+            bar.close()
+        self.timings["evaluate"] = time.perf_counter() - t
+        self.timings["total"] = time.perf_counter() - self._started
+        m = task.metric
+        return {
+            "task": cfg.task, "occlusion": cfg.occlusion, "distiller": cfg.distiller, "backbone": cfg.backbone,
+            "dataset": cfg.dataset, "seed": cfg.seed, "metric": m, "higher_is_better": task.higher_is_better,
+            "unit": task.unit.strip(),
+            **{name: s[m] for name, s in scores.items()},
+            "gap_closed": gap_closed(scores["student"][m], scores["baseline"][m], scores["teacher_clean"][m],
+                                     task.higher_is_better),
+            "all_metrics": scores,
+            "n_test": len(data.test_clean.targets), "n_train": len(data.train),
+            "seconds": {k: round(v, 2) for k, v in self.timings.items()},
+            "reused_from_cache": self.cached,
+            "origins": self.parts.origins, "device": str(self.device),
+            "versions": {"occlusion_distill": __version__, "torch": torch.__version__},
+        }
 
-    baseline = cached_stage("baseline", "students", base_key, train_baseline)
+    def run(self) -> RunResult:
+        """Every step in order; with a checkpoint directory, the final weights are written there too
+        (``checkpoints/resume/`` stays until the caller has written everything else: ``finish_run``)."""
+        self.preflight()
+        cfg = self.cfg
+        self.reporter.info(f"{cfg.task} · {cfg.occlusion} · {cfg.distiller} · {cfg.backbone} on {cfg.dataset} "
+                           f"({cfg.image_size}px, {'grey' if self.channels == 1 else 'RGB'}, device {self.device})")
+        self.load_data()
+        models = {"teacher": self.teacher(), "baseline": self.baseline(), "student": self.student()}
+        metrics = self.score()
+        task = self.parts.task
+        if self.checkpoint_dir is not None and ddp.is_main():
+            for name, model in models.items():
+                atomic_torch_save({"state_dict": model.state_dict(), "task": task.state(),
+                                   "backbone": cfg.backbone, "image_size": cfg.image_size,
+                                   "channels": self.channels}, self.checkpoint_dir / f"{name}.pt")
+        return RunResult(metrics=metrics, histories=self.histories, models=models, task_state=task.state())
 
-    # 3. Distilled student, also from the teacher; ``finetune`` *is* the baseline.
-    def distilled(name: str, stage: str, dist: Distiller | None = None) -> FaceModel:
-        """The student of distiller ``name``: from the cache, or trained (``combined`` asks for its members)."""
-        if dist is None:
-            dist, _ = registry("distillers").build(name, task=task)
-        if type(dist) is Finetune:
-            return baseline
-        origin = registry("distillers").get(name).origin
-        key = _student_key(cfg, settings, t_key, name, settings["distiller"] if stage == "student" else
-                           dist.hparams(), origin, uses_teacher=dist.uses_teacher)
+    # -- the stage cache ------------------------------------------------------------------------------
+    def stage(self, stage: str, kind: str, key: dict[str, Any],
+              train: Callable[[], tuple[FaceModel, list[dict[str, Any]]]],
+              template: Callable[[], FaceModel]) -> FaceModel:
+        """Stage ``stage``'s model on the run's device: its stored weights loaded into ``template()`` when
+        the stage cache holds ``key`` (this run's checkpoints first, then the run cache, under ``kind``),
+        otherwise ``train()`` -> (model, history), which is then stored in both."""
+        t = time.perf_counter()
+        hit, source = self.stages.get(stage, kind, key)
+        if hit is not None:
+            model = template()
+            model.load_state_dict(hit["state_dict"])
+            self.histories[stage] = hit["history"]
+            self.reporter.info(f"{stage}: reused from {source}")
+        else:
+            model, self.histories[stage] = train()
+            self.stages.put(stage, kind, key, model.state_dict(), self.histories[stage])
+        self.cached[stage] = hit is not None
+        self.timings[stage] = time.perf_counter() - t
+        return model.to(self.device)
 
-        def train_student():
+    # -- helpers --------------------------------------------------------------------------------------
+    def _distilled(self, name: str, stage: str, dist: Distiller, settings: dict[str, Any]) -> FaceModel:
+        cfg, data, teacher = self.cfg, self.load_data(), self.teacher()
+        key = student_key(cfg, self.settings, self.teacher_key, name, settings,
+                          registry("distillers").get(name).origin, uses_teacher=dist.uses_teacher)
+
+        def train() -> tuple[FaceModel, list[dict[str, Any]]]:
             seed_everything(cfg.seed + 2)
-            ctx = context(stage, key, student_init(), "occluded", val_occ, cfg.student_epochs,
-                          cfg.student_lr, teacher=teacher)
-            ctx.student_for = lambda member: distilled(member, f"student:{member}")
-            ctx.teacher_table = teacher_table
-            with _blame("distiller", name, parts):
+            ctx = self._context(stage, key, self._student_init(), "occluded", data.val_occluded, cfg.student_epochs,
+                                cfg.student_lr, teacher=teacher)
+            ctx.student_for = self.student_for
+            ctx.teacher_table = self.teacher_table
+            with self._blame("distiller", name):
                 model = dist.train_student(ctx)
             return model, ctx.history
 
-        return cached_stage(stage, "students", key, train_student,
-                            template=lambda: dist.student_template(teacher))
+        return self.stage(stage, "students", key, train, template=lambda: dist.student_template(teacher))
 
-    if type(distiller) is Finetune:
-        student, histories["student"], timings["student"] = baseline, histories["baseline"], 0.0
-        cached["student"] = cached["baseline"]
-    else:
-        student = distilled(cfg.distiller, "student", distiller)
+    def _new_model(self, initial_weights: bool = True) -> FaceModel:
+        # A model about to receive cached weights needs no pretrained download or --weights read.
+        cfg = self.cfg
+        return build_model(cfg.backbone, in_chans=self.channels, image_size=cfg.image_size,
+                           output_dim=self.parts.task.output_dim, pretrained=cfg.pretrained and initial_weights,
+                           weights=cfg.weights if initial_weights else None)
 
-    # 4. Scores on the test split.
-    t = time.perf_counter()
-    bar = reporter.stage("evaluate", 4)
-    try:
-        scores = {}
-        for name, model, data in (("teacher_clean", teacher, test_clean), ("teacher_occluded", teacher, test_occ),
-                                  ("baseline", baseline, test_occ), ("student", student, test_occ)):
-            scores[name] = evaluate(model, data, task, device)
-            bar.advance(1)
-    finally:
-        bar.close()
-    timings["evaluate"] = time.perf_counter() - t
-    timings["total"] = time.perf_counter() - t_all
+    def _student_init(self) -> FaceModel:
+        # every student starts from the teacher's weights, trainable (training a student freezes the teacher)
+        return copy.deepcopy(self.teacher()).requires_grad_(True)
 
-    m = task.metric
-    metrics: dict[str, Any] = {
-        "task": cfg.task, "occlusion": cfg.occlusion, "distiller": cfg.distiller, "backbone": cfg.backbone,
-        "dataset": cfg.dataset, "seed": cfg.seed, "metric": m, "higher_is_better": task.higher_is_better,
-        "unit": task.unit.strip(),
-        **{name: s[m] for name, s in scores.items()},
-        "gap_closed": gap_closed(scores["student"][m], scores["baseline"][m], scores["teacher_clean"][m],
-                                 task.higher_is_better),
-        "all_metrics": scores,
-        "n_test": len(test_clean.targets), "n_train": len(train),
-        "seconds": {k: round(v, 2) for k, v in timings.items()},
-        "reused_from_cache": cached,
-        "origins": parts.origins, "device": str(device),
-        "versions": {"occlusion_distill": __version__, "torch": torch.__version__},
-    }
-    models = {"teacher": teacher, "baseline": baseline, "student": student}
-    if checkpoint_dir is not None and ddp.is_main():
+    def _context(self, stage: str, key: dict[str, Any], model: FaceModel, view: str, val: EvalSet, epochs: int,
+                 lr: float, teacher: FaceModel | None = None) -> StageContext:
+        cfg = self.cfg
+        return StageContext(stage=stage, model=model, task=self.parts.task, train=self.load_data().train, val=val,
+                            view=view, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
+                            weight_decay=cfg.weight_decay, device=self.device, seed=cfg.seed,
+                            num_workers=cfg.num_workers, teacher=teacher, progress=self.reporter.stage,
+                            teacher_outputs=cfg.teacher_outputs, checkpoint=self.stages.checkpoint(stage, key),
+                            amp=cfg.amp, compile=cfg.compile, trainer=fit)
 
-        # checkpoints/resume/ stays until the caller has written everything else (then finish_run)
-        for name, model in models.items():
-            atomic_torch_save({"state_dict": model.state_dict(), "task": task.state(),
-                               "backbone": cfg.backbone, "image_size": cfg.image_size, "channels": channels},
-                              checkpoint_dir / f"{name}.pt")
-    return RunResult(metrics=metrics, histories=histories, models=models, task_state=task.state())
+    @contextmanager
+    def _blame(self, kind: str, name: str) -> Iterator[None]:
+        """Turn an exception escaping a plugin's code into a one-line failure naming it and its origin."""
+        try:
+            yield
+        except OccdistillError:
+            raise
+        except Exception as exc:
+            raise RunFailed(f"{kind} '{name}' from {self.parts.origins[kind]} failed: "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def run(cfg: RunConfig, reporter: Reporter | None = None, cache: ModelCache | None = None,
+        checkpoint_dir: Path | None = None, discard_stale: bool = False) -> RunResult:
+    """Run the whole protocol (``ProtocolRun(...).run()``). With ``checkpoint_dir`` each stage saves its
+    state there as it trains and a rerun with the same directory continues from it; the final weights
+    are written there too. For a complete run directory, see ``protocol.rundir.run_to_dir``."""
+    return ProtocolRun(cfg, reporter, cache, checkpoint_dir=checkpoint_dir, discard_stale=discard_stale).run()

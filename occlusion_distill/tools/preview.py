@@ -9,17 +9,13 @@ import cv2
 import numpy as np
 
 from ..data.faceset import FaceSet
+from ..data.paired import face_seed
 from ..errors import UsageError
 from ..occlusions.base import Occlusion
 
 # MTCNN order: left eye, right eye, nose, left mouth corner, right mouth corner
 _LANDMARK_COLOURS = [(40, 200, 60), (40, 200, 60), (250, 200, 30), (230, 50, 50), (230, 50, 50)]
 _GAP, _PAIR_GAP, _HEADER = 2, 10, 22
-
-
-def face_seed(seed: int, index: int) -> int:
-    """The occlusion seed of face ``index`` in a preview: independent of the other faces shown."""
-    return int(np.random.SeedSequence([seed, index]).generate_state(1)[0])
 
 
 def _tile(image: np.ndarray, landmarks: np.ndarray, size: int) -> np.ndarray:

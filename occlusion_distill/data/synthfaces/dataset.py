@@ -33,6 +33,11 @@ class SynthFaces(FaceDataset):
         self.label_noise = float(label_noise)
         self.seed = int(seed)
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        self._own_cache = self.cache_dir is not None  # a folder given as an option is kept over the run's
+
+    def use_cache(self, root: str | Path | None) -> None:
+        if not self._own_cache:
+            super().use_cache(root)
 
     def size(self, split: str) -> int:
         return self.counts[split]

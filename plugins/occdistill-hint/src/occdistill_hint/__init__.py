@@ -10,49 +10,29 @@ FitNets trains in two stages (hints first, then soft targets); here the hint ter
 one stage, as the toolkit's other distillers do, so ``hint`` slots into the same protocol and benchmarks.
 The regressor trains with the student and is dropped afterwards: the student keeps its architecture.
 
-The built-in distillers only see the models' outputs; this one reads inside them, through forward hooks,
-and needs the teacher's feature map at every step, so it runs the teacher on each batch (``online``)
-instead of looking its outputs up once per face.
+The plugin is the loss and the regressor. It declares the layer it reads (``feature_layers``, resolved
+from ``layer`` in ``setup``); occlusion-distill's trainer hooks that layer in both networks, runs the
+teacher on each batch (its feature map is needed at every step, not only its outputs), hands the maps
+to ``compute_loss`` in ``ModelOutput.features`` and removes the hooks when the stage ends.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from occlusion_distill.distillers import Distiller
-from occlusion_distill.errors import UsageError
+from occlusion_distill.distillers import Distiller, feature_maps
+from occlusion_distill.errors import RunFailed, UsageError
 
 if TYPE_CHECKING:
-    from occlusion_distill.engine.stage import StageContext
     from occlusion_distill.models.network import ModelOutput
     from occlusion_distill.tasks.base import Task
 
 __version__ = "0.1.0"
-
-
-def feature_maps(backbone: nn.Module, example: torch.Tensor) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, shape) of every leaf module's 4-D output, in the order a forward pass produces them."""
-    seen: list[tuple[str, tuple[int, ...]]] = []
-    handles = []
-    for name, module in backbone.named_modules():
-        if name and not any(True for _ in module.children()):
-            handles.append(module.register_forward_hook(
-                lambda m, i, out, name=name: seen.append((name, tuple(out.shape)))
-                if isinstance(out, torch.Tensor) and out.ndim == 4 else None))
-    was_training = backbone.training
-    backbone.eval()
-    try:
-        with torch.no_grad():
-            backbone(example)
-    finally:
-        backbone.train(was_training)
-        for h in handles:
-            h.remove()
-    return seen
+__all__ = ["HintDistiller", "feature_maps", "middle_layer"]
 
 
 def middle_layer(backbone: nn.Module, example: torch.Tensor) -> str:
@@ -72,6 +52,8 @@ def _middle(found: list[tuple[str, tuple[int, ...]]]) -> str:
 class HintDistiller(Distiller):
     """FitNets hint: the student's middle feature map of the occluded face regresses the teacher's of the clean face."""
 
+    teacher_outputs = "online"  # the teacher's feature map at every step, not a table of its outputs
+
     def __init__(self, task: "Task", lambda_: float = 1.0, layer: str = "auto"):
         super().__init__(task)
         if isinstance(lambda_, bool) or not isinstance(lambda_, (int, float)) or not 0 <= lambda_ < float("inf"):
@@ -81,70 +63,35 @@ class HintDistiller(Distiller):
         self.lambda_ = float(lambda_)
         self.layer = layer
         self.regressor: nn.Module | None = None
-        self._features: dict[str, torch.Tensor] = {}
-        self._handles: list[Any] = []
 
-    def hparams(self) -> dict[str, Any]:
-        return {"lambda": self.lambda_, "layer": self.layer}
+    def hparams(self) -> dict[str, object]:
+        return {"lambda": self.lambda_, "layer": self.layer}  # the settings hint has always recorded
 
-    # -- the hooks ------------------------------------------------------------------------------------
-    def attach(self, student: nn.Module, teacher: nn.Module, example: torch.Tensor) -> str:
-        """Hook the guided layer of ``student`` and the hint layer of ``teacher``; build the regressor.
-
-        Returns the layer's name (within the backbone). ``detach`` removes the hooks.
-        """
+    def setup(self, student: nn.Module, teacher: nn.Module | None, example: torch.Tensor) -> None:
+        """Resolve ``layer`` (``auto``: the teacher's middle layer) into ``feature_layers`` and build the
+        1x1 regressor from the student's channels to the teacher's; ``UsageError`` for a layer that is not
+        a 4-D output of both backbones."""
         s_net, t_net = getattr(student, "backbone", student), getattr(teacher, "backbone", teacher)
-        example = example.to(next(teacher.parameters()).device)
-        maps_of = {"student": feature_maps(s_net, example), "teacher": feature_maps(t_net, example)}
-        name = _middle(maps_of["teacher"]) if self.layer == "auto" else self.layer
-        shapes = {}
-        for role in ("student", "teacher"):
-            maps = dict(maps_of[role])
+        maps_of = {"student": dict(feature_maps(s_net, example)), "teacher": dict(feature_maps(t_net, example))}
+        name = _middle(list(maps_of["teacher"].items())) if self.layer == "auto" else self.layer
+        for role, maps in maps_of.items():
             if name not in maps:
                 raise UsageError(f"hint: the {role} backbone has no layer '{name}' with a 4-D output; "
                                  f"layers: {', '.join(list(maps)[-12:])}")
-            shapes[role] = maps[name]
-        modules = dict(s_net.named_modules()), dict(t_net.named_modules())
-        self._handles = [modules[0][name].register_forward_hook(self._keep("student")),
-                         modules[1][name].register_forward_hook(self._keep("teacher"))]
+        self.feature_layers = (name,)
         # a fresh regressor per stage: one stage's fit must not warm-start another's (a resumed stage loads its own)
-        self.regressor = nn.Conv2d(shapes["student"][1], shapes["teacher"][1], kernel_size=1, bias=False)
-        return name
+        self.regressor = nn.Conv2d(maps_of["student"][name][1], maps_of["teacher"][name][1], kernel_size=1, bias=False)
 
-    def _keep(self, role: str):
-        def hook(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
-            # the student's evaluation passes are no training step: keep only what the loss will use
-            if role == "teacher" or module.training:
-                self._features[role] = output
-        return hook
-
-    def detach(self) -> None:
-        for h in self._handles:
-            h.remove()
-        self._handles = []
-        self._features.clear()
-
-    # -- the loss -------------------------------------------------------------------------------------
-    def forward(self, student: "ModelOutput", targets: torch.Tensor,
-                teacher: "ModelOutput | None" = None) -> dict[str, torch.Tensor]:
+    def compute_loss(self, student: "ModelOutput", targets: torch.Tensor,
+                     teacher: "ModelOutput | None") -> dict[str, torch.Tensor]:
         task_loss = self.task.loss(student.logits, targets)
-        s, t = self._features.pop("student", None), self._features.pop("teacher", None)
+        name = self.feature_layers[0] if self.feature_layers else None
+        s = (student.features or {}).get(name)
+        t = (teacher.features or {}).get(name)
         if s is None or t is None or self.regressor is None:
-            raise RuntimeError("hint: no feature maps were captured; train through train_student(), or call "
-                               "attach(student, teacher, example) and run the teacher on the clean faces")
+            raise RunFailed("hint: no feature maps reached the loss; train it through the stage (ctx.fit), which "
+                            "calls setup() and passes the maps of feature_layers")
         if s.shape[-2:] != t.shape[-2:]:
             s = F.adaptive_avg_pool2d(s, t.shape[-2:])
         hint = F.mse_loss(self.regressor(s).float(), t.detach().float())
-        return {"loss": task_loss + self.lambda_ * hint, "task": task_loss.detach(), "hint": hint.detach()}
-
-    def train_student(self, ctx: "StageContext") -> nn.Module:
-        from occlusion_distill.engine.trainer import fit
-
-        self.attach(ctx.model, ctx.teacher, ctx.val.images[:2])
-        before = ctx.teacher_outputs
-        ctx.teacher_outputs = "online"  # the hint layer is needed at every step, not only the outputs
-        try:
-            return fit(ctx, criterion=self)
-        finally:
-            ctx.teacher_outputs = before
-            self.detach()
+        return {"loss": task_loss + self.lambda_ * hint, "task": task_loss, "hint": hint}

@@ -2,8 +2,9 @@
 
 Shapes are defined once, in the face frame of ``FaceFrame`` (origin between the eyes, ``u`` along the eye
 line, ``v`` down the face, one unit = the inter-ocular distance), so they follow roll and scale. Per face,
-``sample`` draws the style, lens tint, frame colour and a small placement jitter; drawing maps every
-point to pixels in one matrix product and paints only inside the glasses' bounding box.
+``sample`` draws the style, lens tint, frame colour and a small placement jitter; ``render`` maps every
+point to pixels in one matrix product and draws only inside the glasses' bounding box: an opacity
+(alpha) and a picture (layer), from which the base class derives both the drawing and the coverage mask.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 from occlusion_distill.errors import UsageError
 from occlusion_distill.occlusions import FaceFrame, Occlusion
 from occlusion_distill.occlusions import raster
+from occlusion_distill.occlusions.base import check_choices, check_number
 
 TINTS = {"black": (22, 22, 26), "grey": (58, 60, 64), "brown": (70, 46, 28), "green": (34, 58, 40),
          "blue": (26, 40, 76)}
@@ -58,17 +60,6 @@ def _geometry(style: str) -> tuple[np.ndarray, dict[str, list[tuple[int, int]]]]
 GEOMETRY = {style: _geometry(style) for style in FRAMES}
 
 
-def _choices(value: Any, table: dict, what: str) -> list[str]:
-    if value is None:
-        return list(table)
-    if isinstance(value, str):  # one name, or names separated by commas (as typed on the command line)
-        value = [v.strip() for v in value.split(",")]
-    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v in table for v in value):
-        raise UsageError(f"sunglasses: {what} must be among {', '.join(table)} (a list or comma-separated), "
-                         f"not {value!r}")
-    return list(value)
-
-
 class Sunglasses(Occlusion):
     """Sunglasses over the eyes: round, aviator or wayfarer; tinted lenses, frame, bridge and temples."""
 
@@ -78,15 +69,13 @@ class Sunglasses(Occlusion):
                  opacity: float = 0.9, temples: bool = True, jitter: float = 0.03, p: float = 1.0,
                  fill_mask: float | Sequence[float] | None = None):
         super().__init__(p=p, fill_mask=fill_mask)
-        self.styles = _choices(styles, FRAMES, "styles")
-        self.tints = _choices(tints, TINTS, "tints")
-        if not isinstance(opacity, (int, float)) or isinstance(opacity, bool) or not 0.5 <= opacity <= 1.0:
-            raise UsageError(f"sunglasses: opacity must be a number in [0.5, 1] (1 = opaque lenses), not {opacity!r}")
+        self.styles = check_choices(styles, FRAMES, "styles", plugin="sunglasses")
+        self.tints = check_choices(tints, TINTS, "tints", plugin="sunglasses")
+        self.opacity = check_number(opacity, "opacity", 0.5, 1.0, plugin="sunglasses", unit="1 = opaque lenses")
         if not isinstance(temples, bool):
             raise UsageError(f"sunglasses: temples must be true or false, not {temples!r}")
-        if not isinstance(jitter, (int, float)) or isinstance(jitter, bool) or not 0 <= jitter <= 0.1:
-            raise UsageError(f"sunglasses: jitter must be a number in [0, 0.1] (eye distances), not {jitter!r}")
-        self.opacity, self.temples, self.jitter = float(opacity), temples, float(jitter)
+        self.temples = temples
+        self.jitter = check_number(jitter, "jitter", 0, 0.1, plugin="sunglasses", unit="eye distances")
 
     def get_transform_init_args_names(self) -> tuple[str, ...]:
         # what settings() and config.json show
@@ -124,16 +113,11 @@ class Sunglasses(Occlusion):
         raster.lines(alpha, parts.get("temple", []), 255, arm)
         return alpha
 
-    def coverage(self, shape: tuple[int, int], **params: Any) -> np.ndarray:
+    def render(self, shape: tuple[int, int], **params: Any):
+        """(box, alpha, layer) of the glasses: lenses at ``opacity``, frame and temples opaque."""
         placed = self._placed(shape, params)
         if placed is None:
-            return np.zeros(shape[:2], dtype=bool)
-        return raster.full_mask(shape, placed[0].box, self._alpha(placed))
-
-    def draw(self, image: np.ndarray, **params: Any) -> np.ndarray:
-        placed = self._placed(image.shape, params)
-        if placed is None:
-            return image.copy()
+            return None, None, None
         crop, parts, rim, arm = placed
         tint, colour = params["tint"], params["colour"]
         layer = raster.lit_layer(crop, tint, crop.box[0], crop.box[1], -0.25)  # gradient lenses: darker on top
@@ -141,4 +125,4 @@ class Sunglasses(Occlusion):
         raster.lines(layer, parts["lens"], colour, rim, closed=True)
         raster.lines(layer, parts["bridge"], colour, rim)
         raster.lines(layer, parts.get("temple", []), colour, arm)
-        return raster.paint(image, crop.box, self._alpha(placed), layer)
+        return crop.box, self._alpha(placed), layer

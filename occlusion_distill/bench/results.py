@@ -1,0 +1,164 @@
+"""A suite directory's format and data model: what ``bench run`` writes and ``bench report`` reads.
+
+``OUT/`` holds:
+
+- ``results.jsonl`` (``RESULTS``): one JSON object per line, one line per finished (cell, seed); each
+  line carries at least ``cell`` (``dataset/task/occlusion/label``), ``seed`` and ``config_digest``
+  (``config_digest``: a finished run is recognised by it), plus the run's ``metrics.json`` fields;
+- ``suite.json`` (``SUITE_META``): the suite's name, file, description, seeds, preset, references, the
+  command that made the directory and the cell ids;
+- ``.resume/`` (``RESUME``): the stage checkpoints of runs not finished yet, one folder per run;
+- ``summary.md``, ``summary.csv`` and ``plots/``: made from the two files above (``bench.summary``).
+
+``collect`` turns the lines into ``CellStats``, one per cell over its seeds, each paired with the
+``finetune`` cell of its (data set, task, occlusion).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import RunConfig
+from ..io import write_json, write_text
+from .stats import mean_std, paired_t
+
+RESULTS = "results.jsonl"
+SUITE_META = "suite.json"
+RESUME = ".resume"  # OUT/.resume/<run>/: the stage checkpoints of runs not finished yet
+# made from RESULTS and SUITE_META; ``clear`` removes them with the rest
+SUMMARY_FILES = ("summary.md", "summary.csv")
+PLOTS = "plots"
+ALPHA = 0.05  # significance level of the paired t-test against finetune
+DATASET_NAMES = {"ferplus": "FER+", "fer2013": "FER2013", "utkface": "UTKFace", "affectnet": "AffectNet",
+                 "synthfaces": "built-in faces"}
+
+
+def config_digest(cfg: RunConfig) -> str:
+    """Identifies a finished run in results.jsonl. Fields at their defaults are left out, so that a run
+    option added in a later version (with a default that changes nothing) does not redo finished cells."""
+    defaults = RunConfig().to_dict()
+    changed = {k: v for k, v in cfg.to_dict().items() if k not in defaults or defaults[k] != v}
+    return hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def read_results(out: Path) -> list[dict[str, Any]]:
+    """The lines of ``out/results.jsonl`` that hold a cell and a seed (none when the file is missing); a
+    line cut short by a kill is ignored (it is rewritten whole)."""
+    path = Path(out) / RESULTS
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict) and "cell" in row and "seed" in row:
+            rows.append(row)
+    return rows
+
+
+def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
+    """Replace ``out/results.jsonl`` with ``rows``, one sorted-key JSON object per line.
+
+    The whole file is replaced atomically: a kill leaves the old lines or the new ones, never half a line.
+    """
+    write_text(Path(out) / RESULTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+
+
+def read_meta(out: Path) -> dict[str, Any]:
+    """``out/suite.json``, or ``{}`` when there is none (a directory of results alone)."""
+    path = Path(out) / SUITE_META
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+
+
+def write_meta(out: Path, suite: Any, command: str | None) -> None:
+    """What ``bench report`` needs besides the results: the suite's (a ``bench.suite.Suite``) name, file,
+    text, seeds, preset, references and cells, and the command that made the directory."""
+    write_json(Path(out) / SUITE_META, {
+        "name": suite.name, "file": suite.path.as_posix(), "description": suite.description,
+        "seeds": suite.seeds, "preset": suite.preset, "references": suite.references, "command": command,
+        "cells": [c.id for c in suite.cells]})
+
+
+def clear(out: Path) -> None:
+    """Remove everything a suite wrote into ``out`` (results, metadata, summaries, plots, unfinished
+    runs); other files stay."""
+    out = Path(out)
+    for name in (RESULTS, SUITE_META, *SUMMARY_FILES):
+        (out / name).unlink(missing_ok=True)
+    for name in (PLOTS, RESUME):
+        shutil.rmtree(out / name, ignore_errors=True)
+
+
+@dataclass
+class CellStats:
+    """One cell over its seeds."""
+
+    dataset: str
+    task: str
+    occlusion: str
+    label: str
+    distiller: str
+    metric: str
+    unit: str
+    higher_is_better: bool
+    rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> results line
+    vs_finetune: dict[str, Any] | None = None
+
+    @property
+    def group(self) -> tuple[str, str, str]:
+        return self.dataset, self.task, self.occlusion
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted(self.rows)
+
+    def values(self, name: str) -> list[float]:
+        """``name`` (a score of results.jsonl, or ``gap_closed`` in percent) of each seed that has it."""
+        scale = 100.0 if name == "gap_closed" else 1.0
+        return [self.rows[s][name] * scale for s in self.seeds if self.rows[s].get(name) is not None]
+
+    def stat(self, name: str) -> tuple[float, float]:
+        return mean_std(self.values(name))
+
+    @property
+    def significant(self) -> bool:
+        p = (self.vs_finetune or {}).get("p")
+        return p is not None and p < ALPHA
+
+    @property
+    def better(self) -> bool:
+        diff = (self.vs_finetune or {}).get("mean") or 0.0
+        return diff > 0 if self.higher_is_better else diff < 0
+
+
+def collect(rows: list[dict[str, Any]]) -> list[CellStats]:
+    """Cells in the order they first appear; the last line of a (cell, seed) counts."""
+    cells: dict[str, CellStats] = {}
+    for r in rows:
+        c = cells.get(r["cell"])
+        if c is None:
+            c = cells[r["cell"]] = CellStats(r["dataset"], r["task"], r["occlusion"], r.get("label") or r["distiller"],
+                                             r["distiller"], r["metric"], r.get("unit") or "", bool(r["higher_is_better"]))
+        c.rows[int(r["seed"])] = r
+    out = list(cells.values())
+    for c in out:
+        base = next((b for b in out if b.group == c.group and b.distiller == "finetune"), None)
+        if base is None:
+            continue
+        seeds = [s for s in c.seeds if s in base.rows]
+        c.vs_finetune = {**paired_t([c.rows[s]["student"] - base.rows[s]["student"] for s in seeds]),
+                         "seeds": seeds}
+    return out
+
+
+def metric_label(c: CellStats) -> str:
+    """The cell's metric as a heading reads it: ``accuracy (%), higher is better``."""
+    return f"{c.metric}" + (f" ({c.unit})" if c.unit else "") + (", higher is better" if c.higher_is_better
+                                                                  else ", lower is better")
