@@ -85,7 +85,12 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(net: nn.Module, path: str | Path) -> None:
-    """Load a backbone state_dict (prefixes ``module.`` / ``backbone.`` are stripped)."""
+    """Load a backbone state_dict (prefixes ``module.`` / ``backbone.`` are stripped), or a file in the
+    backbone's own format when it reads one: a backbone's ``load_weights_file(path)`` returns True when
+    it loaded the file (dlib-resnet29 reads dlib's ``.dat``)."""
+    own_reader = getattr(net, "load_weights_file", None)
+    if callable(own_reader) and Path(path).is_file() and own_reader(path):
+        return
     state = read_state_dict(path)
     clean = {}
     for k, v in state.items():
