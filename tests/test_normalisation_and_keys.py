@@ -157,7 +157,7 @@ def test_other_numerics_settings_change_the_keys_and_idle_ones_do_not():
 
 def test_committed_suite_results_are_still_recognised():
     """bench run --resume skips a finished run by its config digest, which does not involve the cache key."""
-    from occlusion_distill.bench.suite import config_digest
+    from occlusion_distill.bench.results import config_digest
 
     rows = [json.loads(line) for line in (ROOT / "benchmarks/results/quick/results.jsonl").read_text().splitlines()]
     assert rows and all(config_digest(RunConfig.from_dict(r["config"])) == r["config_digest"] for r in rows)

@@ -30,7 +30,6 @@ import yaml
 
 from ..config import RunConfig, _FIELDS
 from ..errors import UsageError
-from .results import config_digest  # noqa: F401  (re-exported: it was found here before bench.results)
 
 # what a suite's matrix sets; the settings may not
 MATRIX_FIELDS = ("dataset", "task", "occlusion", "distiller", "seed", "distiller_args")

@@ -44,6 +44,8 @@ EXTRA = "faces"
 #: below this the last stage's feature map is smaller than its 3x3 convolutions (96 px fails in dlib too)
 MIN_SIZE = 112
 DESCRIPTOR_DIM = 128
+#: dlib's per-channel input mean in pixel values (R, G, B), as its file stores it
+DLIB_MEAN = (122.782, 117.001, 104.298)
 
 _TAGS = re.compile(rb"(con_4|affine_|fc_2|max_pool_|avg_pool_|add_prev_|input_rgb_image_sized)")
 
@@ -129,7 +131,7 @@ def read_dlib_resnet(path: str | Path) -> DlibWeights:
         raise DataError(f"{path} is not dlib's ResNet face-recognition network ({MODEL_FILE}): found "
                         f"{len(convs)} convolutions, {len(affines)} affine layers, fc {None if fc is None else fc.shape}")
     if mean is None:
-        mean = np.array([122.782, 117.001, 104.298], np.float32)
+        mean = np.array(DLIB_MEAN, np.float32)
     return DlibWeights(convs, affines, fc, mean.astype(np.float32), layers)
 
 
@@ -296,7 +298,7 @@ class _GreyToDlib(nn.Module):
 def dlib_resnet29(in_chans: int = 3, pretrained: bool = False, norm: str = "affine") -> nn.Module:
     """dlib ResNet-29 face recognition (public domain weights, 3 M faces; --pretrained needs the [faces] extra, >= 112 px)."""
     net = DlibResNet(norm)
-    mean = np.array([122.782, 117.001, 104.298], np.float32)
+    mean = np.array(DLIB_MEAN, np.float32)
     if pretrained:
         weights = read_dlib_resnet(installed_weights())
         net.load_dlib(weights)
