@@ -103,7 +103,8 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
 @click.option("--student-lr", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-@click.option("--pretrained", is_flag=True, help="Start the teacher from the backbone's pretrained weights (needs hub access).")
+@click.option("--pretrained", is_flag=True, help="Start the teacher from the backbone's pretrained weights (timm and facenet-pytorch download "
+                   "them; dlib-resnet29's come with the faces extra).")
 @click.option("--weights", type=str, default=None, help="Start the teacher from a local backbone state_dict (weights-only file).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Data loader worker processes.")
 @click.option("--no-flip", is_flag=True, help="No horizontal flips during training.")
@@ -115,6 +116,8 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
               help="Option for the distiller (repeatable), e.g. lambda=0.7 tau=3.")
 @click.option("--dataset-arg", "dataset_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
               help="Option for the data set plugin (repeatable), e.g. n_train=5000.")
+@click.option("--backbone-arg", "backbone_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
+              help="Option for the backbone's constructor (repeatable), e.g. norm=batchnorm for dlib-resnet29.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, metavar="STEPS",
               help="Also save each stage's state every STEPS steps [default: at the end of each epoch only].")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
@@ -136,8 +139,8 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
             epochs: int | None, batch_size: int | None, image_size: int | None, channels: str | None,
             lr: float | None, student_lr: float | None, seed: int, device: str, pretrained: bool,
             weights: str | None, num_workers: int | None, no_flip: bool, teacher_outputs: str | None,
-            occlusion_args: dict, distiller_args: dict, dataset_args: dict, checkpoint_every: int | None,
-            amp: str | None, compile_: bool, out: Path | None, overwrite: bool, resume: Path | None,
+            occlusion_args: dict, distiller_args: dict, dataset_args: dict, backbone_args: dict,
+            checkpoint_every: int | None, amp: str | None, compile_: bool, out: Path | None, overwrite: bool, resume: Path | None,
             cache_dir: Path | None, no_cache: bool, quiet: bool) -> None:
     """Train teacher, baseline and distilled student; score them on occluded test faces.
 
@@ -172,7 +175,8 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
             pretrained=pretrained or None, weights=str(Path(weights).resolve()) if weights else None,
             num_workers=num_workers, flip=False if no_flip else None, teacher_outputs=teacher_outputs,
             checkpoint_every=checkpoint_every, amp=amp, compile=compile_ or None,
-            occlusion_args=occlusion_args, distiller_args=distiller_args, dataset_args=dataset_args)
+            occlusion_args=occlusion_args, distiller_args=distiller_args, dataset_args=dataset_args,
+            backbone_args=backbone_args)
         if out is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"{task}-{occlusion}-{distiller}-s{seed}-{stamp}"

@@ -56,6 +56,7 @@ class RunConfig:
     occlusion_args: dict[str, Any] = field(default_factory=dict)
     distiller_args: dict[str, Any] = field(default_factory=dict)
     dataset_args: dict[str, Any] = field(default_factory=dict)
+    backbone_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the backbone's constructor
 
     @classmethod
     def from_options(cls, preset: str = "default", **options: Any) -> "RunConfig":

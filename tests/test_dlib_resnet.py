@@ -40,9 +40,10 @@ def _descriptors(net: torch.nn.Module, images: np.ndarray) -> np.ndarray:
         return net.eval()((x - mean) / std).numpy()
 
 
-@pytest.fixture(scope="module")
-def pretrained():
-    return dlib_resnet29(pretrained=True)
+@pytest.fixture(scope="module", params=["batchnorm", "affine"])
+def pretrained(request):
+    """Either norm: before training, a fresh batch norm in eval mode computes dlib's folded layer exactly."""
+    return dlib_resnet29(pretrained=True, norm=request.param)
 
 
 @needs_weights
@@ -68,26 +69,32 @@ def test_a_grey_face_gets_what_dlib_computes_for_it_in_rgb(pretrained):
 
 @needs_weights
 def test_weights_accepts_the_dat_file_itself(pretrained):
-    net = dlib_resnet29()
+    net = dlib_resnet29(norm=pretrained.norm)
     load_weights(net, installed_weights())
     images = _rgb("input_1.png")[None]
     assert np.array_equal(_descriptors(net, images), _descriptors(pretrained, images))
 
 
 @needs_weights
-def test_every_parameter_trains_and_batchnorm_starts_as_dlibs_affine(pretrained):
+def test_every_parameter_trains_and_batchnorm_starts_as_dlibs_affine():
     model = build_model("dlib-resnet29", in_chans=3, image_size=MIN_SIZE, output_dim=8, pretrained=True)
     model.train()
     out = model(torch.rand(4, 3, MIN_SIZE, MIN_SIZE))
     out.logits.sum().backward()
     frozen = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert not frozen, frozen
-    bn = dlib_resnet29(pretrained=False, norm="batchnorm")
-    bn.load_dlib(read_dlib_resnet(installed_weights()))
-    bn.input_mean, bn.input_std = pretrained.input_mean, pretrained.input_std
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())  # the default norm
+    affine = dlib_resnet29(pretrained=False, norm="affine")
+    affine.load_dlib(read_dlib_resnet(installed_weights()))
+    bn = dlib_resnet29(pretrained=True)
+    affine.input_mean, affine.input_std = bn.input_mean, bn.input_std
     images = _rgb("input_2.png")[None]
-    # in eval mode with fresh statistics (mean 0, variance 1) a batch norm is the folded affine, up to its eps
-    assert np.abs(_descriptors(bn, images) - _descriptors(pretrained, images)).max() <= 1e-3
+    # fresh statistics (mean 0, variance 1 - eps): in eval mode the batch norm is dlib's folded layer
+    assert np.abs(_descriptors(affine, images) - _descriptors(bn, images)).max() <= 1e-5
+    # in training mode it normalises with the batch's statistics instead: another function
+    batch = torch.from_numpy(np.stack([_rgb(f"input_{i}.png") for i in range(3)])).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        assert not torch.allclose(bn.train()(batch / 256), affine.eval()(batch / 256), atol=1e-3)
 
 
 def test_a_file_of_another_network_is_refused_in_one_line(tmp_path):
@@ -109,6 +116,19 @@ def test_without_the_extra_pretrained_names_it_in_one_line(monkeypatch):
     dlib_resnet29(pretrained=False)  # the architecture alone needs nothing
 
 
+def test_an_option_it_does_not_take_stops_in_one_line(cli):
+    res = cli("run", "--backbone", "dlib-resnet29", "--backbone-arg", "nrm=batchnorm", "--image-size", "112",
+              "--preset", "smoke", "--out", "unused")
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.strip().splitlines() == [
+        "occdistill: error: backbone 'dlib-resnet29' does not take option(s) nrm: dlib_resnet29() got an "
+        "unexpected keyword argument 'nrm'"]
+    res = cli("run", "--backbone", "dlib-resnet29", "--backbone-arg", "norm=groupnorm", "--image-size", "112",
+              "--preset", "smoke", "--out", "unused")
+    assert res.returncode == 2 and res.stderr.strip().splitlines() == [
+        "occdistill: error: dlib-resnet29: norm must be affine or batchnorm, not 'groupnorm'"]
+
+
 def test_below_its_smallest_size_it_stops_in_one_line(cli):
     res = cli("run", "--backbone", "dlib-resnet29", "--image-size", "96", "--preset", "smoke", "--out", "unused")
     assert res.returncode == 2, res.stderr
@@ -124,10 +144,14 @@ def test_pretrained_run_at_112_px_offline(cli, tmp_path):
     the weights come from the installed wheel, so no network is needed."""
     out = tmp_path / "run"
     res = cli("run", "--backbone", "dlib-resnet29", "--pretrained", "--image-size", "112", "--preset", "smoke",
-              "--epochs", "1", "--dataset-arg", "n_train=96", "--dataset-arg", "n_val=32", "--dataset-arg",
+              "--backbone-arg", "norm=batchnorm", "--epochs", "1", "--dataset-arg", "n_train=96", "--dataset-arg", "n_val=32", "--dataset-arg",
               "n_test=32", "--out", out, env={"OCCDISTILL_CACHE": str(tmp_path / "cache"),
                                               "HF_HUB_OFFLINE": "1", "NO_PROXY": "*", "HTTPS_PROXY": "http://0.0.0.0:9"})
     assert res.returncode == 0, res.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert config["backbone"] == "dlib-resnet29" and config["pretrained"] is True
+    assert config["backbone_args"] == {"norm": "batchnorm"}
+    saved = torch.load(out / "checkpoints" / "teacher.pt", weights_only=True)
+    assert saved["backbone_args"] == {"norm": "batchnorm"}
+    assert any(k.endswith("stem_norm.running_var") for k in saved["state_dict"])  # batch norm, not affine
     assert json.loads((out / "metrics.json").read_text())["teacher_clean"] >= 0

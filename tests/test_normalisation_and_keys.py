@@ -153,6 +153,10 @@ def test_other_numerics_settings_change_the_keys_and_idle_ones_do_not():
     assert t == t0 and b == b0 and s != s0
     # how often a stage is saved, or how many loader workers read faces, changes no weight
     assert _keys(checkpoint_every=5, num_workers=1) == (t0, b0, s0)
+    # a backbone option makes another network; none given leaves the key as it was before the option existed
+    t, b, s = _keys(backbone_args={"norm": "batchnorm"})
+    assert t != t0 and b != b0 and s != s0 and t["backbone_args"] == {"norm": "batchnorm"}
+    assert "backbone_args" not in t0
 
 
 def test_committed_suite_results_are_still_recognised():

@@ -69,7 +69,7 @@ def _check_cell(here: str, cfg: RunConfig) -> None:
         resolve_amp(cfg.amp, device)
     with _about(here, "backbone"):  # the architecture at this size; its starting weights come next
         build_model(cfg.backbone, in_chans=cfg.channels or dataset.native_channels, image_size=cfg.image_size,
-                    output_dim=1)
+                    output_dim=1, backbone_args=cfg.backbone_args)
     # what the protocol checks beyond the above: the starting weights (a download, a --weights file)
     with _about(here, "weights" if cfg.weights else "pretrained" if cfg.pretrained else "settings"):
         preflight(cfg)

@@ -219,11 +219,13 @@ STEM_CHANNELS = 32
 
 class DlibResNet(nn.Module):
     """dlib's ResNet-29 face-recognition network: (B, 3, H, W) normalised RGB (H, W >= 112; dlib uses 150)
-    -> (B, 128) descriptor. ``norm``: "affine" keeps dlib's folded batch norms as learnable per-channel
-    scale and shift; "batchnorm" puts fresh ``BatchNorm2d`` layers there (loaded weights set their
-    scale and shift, running statistics start at mean 0, variance 1)."""
+    -> (B, 128) descriptor. ``norm``: "batchnorm" (the default) puts fresh ``BatchNorm2d`` layers where dlib
+    folded its batch norms: loaded weights set their scale and shift, and their running statistics start
+    at mean 0 and variance ``1 - eps``, so that in eval mode they compute exactly dlib's affine layers
+    until training replaces the statistics. "affine" keeps dlib's folded layers as a learnable
+    per-channel scale and shift, which fine-tunes worse (``docs/pretrained-faces.md``)."""
 
-    def __init__(self, norm: str = "affine"):
+    def __init__(self, norm: str = "batchnorm"):
         super().__init__()
         if norm not in ("affine", "batchnorm"):
             raise UsageError(f"dlib-resnet29: norm must be affine or batchnorm, not {norm!r}")
@@ -266,6 +268,8 @@ class DlibResNet(nn.Module):
                 else:
                     norm.weight.copy_(torch.from_numpy(scale))
                     norm.bias.copy_(torch.from_numpy(shift))
+                    norm.running_mean.zero_()
+                    norm.running_var.fill_(1.0 - norm.eps)  # sqrt(var + eps) = 1: dlib's layer, exactly
             self.fc.weight.copy_(torch.from_numpy(weights.fc))
 
     def load_weights_file(self, path: str | Path) -> bool:
@@ -295,7 +299,7 @@ class _GreyToDlib(nn.Module):
         return self.net.load_weights_file(path)
 
 
-def dlib_resnet29(in_chans: int = 3, pretrained: bool = False, norm: str = "affine") -> nn.Module:
+def dlib_resnet29(in_chans: int = 3, pretrained: bool = False, norm: str = "batchnorm") -> nn.Module:
     """dlib ResNet-29 face recognition (public domain weights, 3 M faces; --pretrained needs the [faces] extra, >= 112 px)."""
     net = DlibResNet(norm)
     mean = np.array(DLIB_MEAN, np.float32)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import torch
 import torch.nn as nn
@@ -47,10 +47,23 @@ class FaceModel(nn.Module):
 
 
 def build_model(backbone: str, *, in_chans: int, image_size: int, output_dim: int,
-                pretrained: bool = False, weights: str | None = None) -> FaceModel:
+                pretrained: bool = False, weights: str | None = None,
+                backbone_args: dict[str, Any] | None = None) -> FaceModel:
     """Create the named backbone, check it accepts the image size, put a head on it; the model normalises
-    its [0, 1] inputs with the backbone's declared mean and std."""
-    net = registry("backbones").create(backbone, in_chans=in_chans, pretrained=pretrained or None)
+    its [0, 1] inputs with the backbone's declared mean and std. ``backbone_args``: keyword arguments of
+    the backbone's constructor (``--backbone-arg``); one it does not take is a ``UsageError``."""
+    reserved = {"in_chans", "pretrained"} & set(backbone_args or {})
+    if reserved:
+        raise UsageError(f"backbone option(s) {', '.join(sorted(reserved))} are set by the run itself "
+                         "(--channels, --pretrained), not by --backbone-arg")
+    try:
+        net = registry("backbones").create(backbone, in_chans=in_chans, pretrained=pretrained or None,
+                                           **(backbone_args or {}))
+    except TypeError as exc:
+        if not backbone_args:
+            raise
+        raise UsageError(f"backbone '{backbone}' does not take option(s) {', '.join(sorted(backbone_args))}: "
+                         f"{str(exc).splitlines()[0]}") from exc
     if weights:
         load_weights(net, weights)
     was_training = net.training

@@ -53,7 +53,7 @@ def teacher_key(cfg: RunConfig, settings: dict[str, Any]) -> dict[str, Any]:
     ``settings``: ``resolved_settings(cfg, parts)``."""
     import timm
 
-    return {
+    key = {
         "what": "teacher", "trainer": TRAINER_VERSION, "version": __version__, "timm": timm.__version__,
         "data": settings["dataset"], "origins": {k: v for k, v in settings["origins"].items()
                                                  if k in ("task", "dataset", "backbone")},
@@ -66,6 +66,9 @@ def teacher_key(cfg: RunConfig, settings: dict[str, Any]) -> dict[str, Any]:
         "precision": settings["precision"], "compile": cfg.compile,
         "device_type": torch.device(settings["device"]).type, "processes": settings["processes"],
     }
+    if cfg.backbone_args:  # only when given, so that keys written before the option existed still match
+        key["backbone_args"] = cfg.backbone_args
+    return key
 
 
 def student_key(cfg: RunConfig, settings: dict[str, Any], teacher_key: dict[str, Any], distiller_name: str,

@@ -81,7 +81,7 @@ def preflight(cfg: RunConfig) -> Parts:
     channels = cfg.channels or parts.dataset.native_channels
     with torch.random.fork_rng(devices=[]):  # the probe draws no random number the run would see
         build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size, output_dim=1,
-                    pretrained=cfg.pretrained, weights=cfg.weights)
+                    pretrained=cfg.pretrained, weights=cfg.weights, backbone_args=cfg.backbone_args)
     return parts
 
 
@@ -314,8 +314,9 @@ class ProtocolRun:
         if self.checkpoint_dir is not None and ddp.is_main():
             for name, model in models.items():
                 atomic_torch_save({"state_dict": model.state_dict(), "task": task.state(),
-                                   "backbone": cfg.backbone, "image_size": cfg.image_size,
-                                   "channels": self.channels}, self.checkpoint_dir / f"{name}.pt")
+                                   "backbone": cfg.backbone, "backbone_args": cfg.backbone_args,
+                                   "image_size": cfg.image_size, "channels": self.channels},
+                                  self.checkpoint_dir / f"{name}.pt")
         return RunResult(metrics=metrics, histories=self.histories, models=models, task_state=task.state())
 
     # -- the stage cache ------------------------------------------------------------------------------
@@ -362,7 +363,7 @@ class ProtocolRun:
         cfg = self.cfg
         return build_model(cfg.backbone, in_chans=self.channels, image_size=cfg.image_size,
                            output_dim=self.parts.task.output_dim, pretrained=cfg.pretrained and initial_weights,
-                           weights=cfg.weights if initial_weights else None)
+                           weights=cfg.weights if initial_weights else None, backbone_args=cfg.backbone_args)
 
     def _student_init(self) -> FaceModel:
         # every student starts from the teacher's weights, trainable (training a student freezes the teacher)

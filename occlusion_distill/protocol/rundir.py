@@ -8,7 +8,8 @@ A finished run directory holds::
     history.json     stage -> one record per epoch (training loss terms, validation metrics)
     report.md        the results for people, with the plots
     plots/           results.png, training.png
-    checkpoints/     teacher.pt, baseline.pt, student.pt: {"state_dict", "task", "backbone", "image_size", "channels"}
+    checkpoints/     teacher.pt, baseline.pt, student.pt: {"state_dict", "task", "backbone", "backbone_args",
+                     "image_size", "channels"}
 """
 
 from __future__ import annotations
