@@ -144,13 +144,16 @@ def test_pretrained_run_at_112_px_offline(cli, tmp_path):
     the weights come from the installed wheel, so no network is needed."""
     out = tmp_path / "run"
     res = cli("run", "--backbone", "dlib-resnet29", "--pretrained", "--image-size", "112", "--preset", "smoke",
-              "--backbone-arg", "norm=batchnorm", "--epochs", "1", "--dataset-arg", "n_train=96", "--dataset-arg", "n_val=32", "--dataset-arg",
-              "n_test=32", "--out", out, env={"OCCDISTILL_CACHE": str(tmp_path / "cache"),
+              "--backbone-arg", "norm=batchnorm", "--epochs", "1", "--teacher-epochs", "2", "--dataset-arg",
+              "n_train=96", "--dataset-arg", "n_val=32", "--dataset-arg", "n_test=32", "--out", out, env={"OCCDISTILL_CACHE": str(tmp_path / "cache"),
                                               "HF_HUB_OFFLINE": "1", "NO_PROXY": "*", "HTTPS_PROXY": "http://0.0.0.0:9"})
     assert res.returncode == 0, res.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert config["backbone"] == "dlib-resnet29" and config["pretrained"] is True
     assert config["backbone_args"] == {"norm": "batchnorm"}
+    history = json.loads((out / "history.json").read_text())  # --teacher-epochs overrides --epochs
+    assert (config["teacher_epochs"], config["student_epochs"]) == (2, 1)
+    assert (len(history["teacher"]), len(history["baseline"]), len(history["student"])) == (2, 1, 1)
     saved = torch.load(out / "checkpoints" / "teacher.pt", weights_only=True)
     assert saved["backbone_args"] == {"norm": "batchnorm"}
     assert any(k.endswith("stem_norm.running_var") for k in saved["state_dict"])  # batch norm, not affine
