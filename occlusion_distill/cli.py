@@ -96,7 +96,8 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
               help="Size of the run: smoke (< 1 min, for tests) or default (a few minutes on CPU).")
 @click.option("--epochs", type=click.IntRange(min=1), default=None,
               help="Epochs for the teacher and for each student (overrides the preset).")
-@click.option("--teacher-epochs", type=click.IntRange(min=1), default=None, help="Epochs for the teacher (overrides --epochs).")
+@click.option("--teacher-epochs", type=click.IntRange(min=1), default=None,
+              help="Epochs for the teacher (overrides --epochs).")
 @click.option("--student-epochs", type=click.IntRange(min=1), default=None,
               help="Epochs for the baseline and each student (overrides --epochs).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None)
@@ -106,7 +107,8 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
 @click.option("--student-lr", type=click.FloatRange(min=0, min_open=True), default=None)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True, help="auto (CUDA when present), cpu, cuda, cuda:1 ...")
-@click.option("--pretrained", is_flag=True, help="Start the teacher from the backbone's pretrained weights (timm and facenet-pytorch download "
+@click.option("--pretrained", is_flag=True,
+              help="Start the teacher from the backbone's pretrained weights (timm and facenet-pytorch download "
                    "them; dlib-resnet29's come with the faces extra).")
 @click.option("--weights", type=str, default=None, help="Start the teacher from a local backbone state_dict (weights-only file).")
 @click.option("--num-workers", type=click.IntRange(min=0), default=None, help="Data loader worker processes.")
@@ -139,11 +141,13 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
 @click.pass_context
 def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backbone: str | None, dataset: str,
             data_dir: Path | None, preset: str,
-            epochs: int | None, teacher_epochs: int | None, student_epochs: int | None, batch_size: int | None, image_size: int | None, channels: str | None,
+            epochs: int | None, teacher_epochs: int | None, student_epochs: int | None, batch_size: int | None,
+            image_size: int | None, channels: str | None,
             lr: float | None, student_lr: float | None, seed: int, device: str, pretrained: bool,
             weights: str | None, num_workers: int | None, no_flip: bool, teacher_outputs: str | None,
             occlusion_args: dict, distiller_args: dict, dataset_args: dict, backbone_args: dict,
-            checkpoint_every: int | None, amp: str | None, compile_: bool, out: Path | None, overwrite: bool, resume: Path | None,
+            checkpoint_every: int | None, amp: str | None, compile_: bool, out: Path | None, overwrite: bool,
+            resume: Path | None,
             cache_dir: Path | None, no_cache: bool, quiet: bool) -> None:
     """Train teacher, baseline and distilled student; score them on occluded test faces.
 
@@ -173,7 +177,8 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
             raise UsageError("--pretrained and --weights both set the teacher's starting weights; choose one")
         cfg = RunConfig.from_options(
             preset, task=task, occlusion=occlusion, distiller=distiller, backbone=backbone, dataset=dataset,
-            teacher_epochs=teacher_epochs or epochs, student_epochs=student_epochs or epochs, batch_size=batch_size, image_size=image_size,
+            teacher_epochs=teacher_epochs or epochs, student_epochs=student_epochs or epochs, batch_size=batch_size,
+            image_size=image_size,
             channels=int(channels) if channels else None, lr=lr, student_lr=student_lr, seed=seed, device=device,
             pretrained=pretrained or None, weights=str(Path(weights).resolve()) if weights else None,
             num_workers=num_workers, flip=False if no_flip else None, teacher_outputs=teacher_outputs,

@@ -193,20 +193,26 @@ class Registry:
             f"; available: {', '.join(self.names())}"
         return f"unknown {self.kind[:-1]} '{name}'{hint}"
 
-    def build(self, name: str, **kwargs: Any) -> tuple[Any, Entry]:
-        """``create`` for user input: unknown options and plugin failures become one-line errors."""
+    def check_options(self, name: str, **kwargs: Any) -> None:
+        """``UsageError`` naming the plugin's options (and the closest to a misspelt one) when ``kwargs``
+        do not fit its factory's signature; ``None`` values are dropped, as ``create`` drops them."""
         entry = self.get(name)
         kwargs = {k: v for k, v in kwargs.items() if v is not None}
         try:
             signature = inspect.signature(entry.obj)
         except ValueError:
-            signature = None  # no introspectable signature: let the call itself decide
-        if signature is not None:
-            try:
-                signature.bind_partial(**kwargs)
-            except TypeError as exc:
-                raise UsageError(f"{self.kind[:-1]} '{name}' does not accept these options: {exc}"
-                                 + _option_hint(signature, kwargs)) from exc
+            return  # no introspectable signature: let the call itself decide
+        try:
+            signature.bind_partial(**kwargs)
+        except TypeError as exc:
+            raise UsageError(f"{self.kind[:-1]} '{name}' does not accept these options: {exc}"
+                             + _option_hint(signature, kwargs)) from exc
+
+    def build(self, name: str, **kwargs: Any) -> tuple[Any, Entry]:
+        """``create`` for user input: unknown options and plugin failures become one-line errors."""
+        entry = self.get(name)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        self.check_options(name, **kwargs)
         try:
             return entry.obj(**kwargs), entry
         except OccdistillError:

@@ -121,8 +121,8 @@ def test_an_option_it_does_not_take_stops_in_one_line(cli):
               "--preset", "smoke", "--out", "unused")
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [
-        "occdistill: error: backbone 'dlib-resnet29' does not take option(s) nrm: dlib_resnet29() got an "
-        "unexpected keyword argument 'nrm'"]
+        "occdistill: error: backbone 'dlib-resnet29' does not accept these options: got an unexpected keyword "
+        "argument 'nrm'; did you mean 'norm'? (its options: in_chans, pretrained, norm)"]
     res = cli("run", "--backbone", "dlib-resnet29", "--backbone-arg", "norm=groupnorm", "--image-size", "112",
               "--preset", "smoke", "--out", "unused")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
@@ -145,8 +145,9 @@ def test_pretrained_run_at_112_px_offline(cli, tmp_path):
     out = tmp_path / "run"
     res = cli("run", "--backbone", "dlib-resnet29", "--pretrained", "--image-size", "112", "--preset", "smoke",
               "--backbone-arg", "norm=batchnorm", "--epochs", "1", "--teacher-epochs", "2", "--dataset-arg",
-              "n_train=96", "--dataset-arg", "n_val=32", "--dataset-arg", "n_test=32", "--out", out, env={"OCCDISTILL_CACHE": str(tmp_path / "cache"),
-                                              "HF_HUB_OFFLINE": "1", "NO_PROXY": "*", "HTTPS_PROXY": "http://0.0.0.0:9"})
+              "n_train=96", "--dataset-arg", "n_val=32", "--dataset-arg", "n_test=32", "--out", out,
+              env={"OCCDISTILL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1", "NO_PROXY": "*",
+                   "HTTPS_PROXY": "http://0.0.0.0:9"})
     assert res.returncode == 0, res.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert config["backbone"] == "dlib-resnet29" and config["pretrained"] is True

@@ -18,8 +18,8 @@ What the port has to copy from dlib (all read from the file, checked against dli
 - the descriptor is the 256-channel global average through a 256 -> 128 matrix without bias, not
   L2-normalised.
 
-File format (dlib's serialisation, read in order, from the input layer to the output): each layer is named by its tag (``con_4``,
-``affine_``, ``fc_2``, ``max_pool_``, ``avg_pool_``, ``add_prev_``, ...); a tensor is a version int (2),
+File format (dlib's serialisation, read in order, from the input layer to the output): each layer is
+named by its tag (``con_4``, ``affine_``, ``fc_2``, ``max_pool_``, ``avg_pool_``, ``add_prev_``, ...); a tensor is a version int (2),
 four dims and raw little-endian float32; an int is one header byte (0x80: negative; low nibble: the
 number of bytes) then that many little-endian bytes; a float is two ints, m and e, for m * 2**e.
 """
@@ -129,7 +129,8 @@ def read_dlib_resnet(path: str | Path) -> DlibWeights:
         raise DataError(f"{path} is not a dlib network file ({exc})") from exc
     if fc is None or not convs or len(convs) != len(affines) or fc.shape != (DESCRIPTOR_DIM, 256):
         raise DataError(f"{path} is not dlib's ResNet face-recognition network ({MODEL_FILE}): found "
-                        f"{len(convs)} convolutions, {len(affines)} affine layers, fc {None if fc is None else fc.shape}")
+                        f"{len(convs)} convolutions, {len(affines)} affine layers, "
+                        f"fc {None if fc is None else fc.shape}")
     if mean is None:
         mean = np.array(DLIB_MEAN, np.float32)
     return DlibWeights(convs, affines, fc, mean.astype(np.float32), layers)
@@ -290,7 +291,8 @@ class _GreyToDlib(nn.Module):
         self.net = net
         self.num_features = net.num_features
         offset = (float(mean.mean()) - mean) / 256.0
-        self.register_buffer("offset", torch.tensor(offset, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("offset", torch.tensor(offset, dtype=torch.float32).view(1, 3, 1, 1),
+                             persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.expand(-1, 3, -1, -1) + self.offset)

@@ -56,14 +56,9 @@ def build_model(backbone: str, *, in_chans: int, image_size: int, output_dim: in
     if reserved:
         raise UsageError(f"backbone option(s) {', '.join(sorted(reserved))} are set by the run itself "
                          "(--channels, --pretrained), not by --backbone-arg")
-    try:
-        net = registry("backbones").create(backbone, in_chans=in_chans, pretrained=pretrained or None,
-                                           **(backbone_args or {}))
-    except TypeError as exc:
-        if not backbone_args:
-            raise
-        raise UsageError(f"backbone '{backbone}' does not take option(s) {', '.join(sorted(backbone_args))}: "
-                         f"{str(exc).splitlines()[0]}") from exc
+    kwargs = {"in_chans": in_chans, "pretrained": pretrained or None, **(backbone_args or {})}
+    registry("backbones").check_options(backbone, **kwargs)
+    net = registry("backbones").create(backbone, **kwargs)
     if weights:
         load_weights(net, weights)
     was_training = net.training
