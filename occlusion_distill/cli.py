@@ -80,6 +80,13 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
         raise click.BadParameter(str(exc), ctx, param) from exc
 
 
+def _augment(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> dict[str, Any] | str | None:
+    """``--augment default`` and ``--augment KEY=VALUE`` (the other ranges at their defaults)."""
+    if not value:
+        return None
+    return _kv(ctx, param, tuple(v for v in value if v != "default")) or "default"
+
+
 @cli.command("run")
 @click.option("--task", type=PluginName("tasks"), default="expression", show_default=True,
               help="What to predict (see `occdistill list tasks`).")
@@ -123,6 +130,10 @@ def _kv(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> d
               help="Option for the data set plugin (repeatable), e.g. n_train=5000.")
 @click.option("--backbone-arg", "backbone_args", multiple=True, callback=_kv, metavar="KEY=VALUE",
               help="Option for the backbone's constructor (repeatable), e.g. norm=batchnorm for dlib-resnet29.")
+@click.option("--augment", multiple=True, callback=_augment, metavar="default|KEY=VALUE",
+              help="Train every stage on shifted, scaled, rotated and jittered faces, the occluder drawn at the "
+                   "moved landmarks: 'default', or ranges to change (repeatable): translate=0.08 scale=0.1 "
+                   "rotate=10 brightness=0.2 contrast=0.2. The teacher then runs online.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, metavar="STEPS",
               help="Also save each stage's state every STEPS steps [default: at the end of each epoch only].")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
@@ -146,7 +157,8 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
             lr: float | None, student_lr: float | None, seed: int, device: str, pretrained: bool,
             weights: str | None, num_workers: int | None, no_flip: bool, teacher_outputs: str | None,
             occlusion_args: dict, distiller_args: dict, dataset_args: dict, backbone_args: dict,
-            checkpoint_every: int | None, amp: str | None, compile_: bool, out: Path | None, overwrite: bool,
+            augment: dict | str | None, checkpoint_every: int | None, amp: str | None, compile_: bool,
+            out: Path | None, overwrite: bool,
             resume: Path | None,
             cache_dir: Path | None, no_cache: bool, quiet: bool) -> None:
     """Train teacher, baseline and distilled student; score them on occluded test faces.
@@ -184,7 +196,7 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
             num_workers=num_workers, flip=False if no_flip else None, teacher_outputs=teacher_outputs,
             checkpoint_every=checkpoint_every, amp=amp, compile=compile_ or None,
             occlusion_args=occlusion_args, distiller_args=distiller_args, dataset_args=dataset_args,
-            backbone_args=backbone_args)
+            backbone_args=backbone_args, augment=augment)
         if out is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"{task}-{occlusion}-{distiller}-s{seed}-{stamp}"

@@ -57,6 +57,8 @@ class RunConfig:
     distiller_args: dict[str, Any] = field(default_factory=dict)
     dataset_args: dict[str, Any] = field(default_factory=dict)
     backbone_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the backbone's constructor
+    # training augmentation of every stage (data.augment.FaceAugment's ranges, all of them); {}: flips only
+    augment: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def from_options(cls, preset: str = "default", **options: Any) -> "RunConfig":
@@ -73,6 +75,12 @@ class RunConfig:
             raise UsageError(f"unknown run option(s): {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in options.items() if v is not None})
         values["dataset_args"] = dataset_args
+        if values.get("augment"):
+            from .data.augment import resolve_augment
+
+            values["augment"] = resolve_augment(values["augment"])
+            # a clean view drawn afresh each epoch has no outputs to compute once: the teacher runs online
+            values.setdefault("teacher_outputs", "online")
         cfg = cls(**values)
         cfg.validate()
         return cfg
@@ -92,6 +100,13 @@ class RunConfig:
             raise UsageError("learning rates must be positive")
         if self.teacher_outputs not in ("cached", "online"):
             raise UsageError(f"teacher-outputs must be 'cached' or 'online', not '{self.teacher_outputs}'")
+        if self.augment:
+            from .data.augment import resolve_augment
+
+            resolve_augment(self.augment)
+            if self.teacher_outputs == "cached":
+                raise UsageError("--augment draws a new clean view every epoch, so the teacher's outputs cannot "
+                                 "be cached: use --teacher-outputs online (the default with --augment)")
         if self.checkpoint_every < 0:
             raise UsageError(f"checkpoint-every must be >= 0 steps, not {self.checkpoint_every}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):

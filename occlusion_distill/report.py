@@ -244,7 +244,8 @@ class RichReporter:
         setup = r["setup"]
         table = Table(title=f"epoch cost: {setup['backbone']}, {setup['faces']} faces of {setup['image_size']} px, "
                             f"batch {setup['batch_size']}", title_justify="left",
-                      caption=f"teacher outputs computed once per run: {setup['teacher_table_seconds']:.1f} s",
+                      caption=f"teacher outputs computed once per run: {setup['teacher_table_seconds']:.1f} s; "
+                              "+augment: pairs augmented (--augment default), the teacher run on each batch",
                       caption_justify="left")
         table.add_column("distiller", style="bold")
         table.add_column("s / epoch", justify="right")

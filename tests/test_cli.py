@@ -31,6 +31,9 @@ def test_version(cli):
     (["--distiller-arg", "lambda"], ["key=value"], 2),
     (["--distiller-arg", "lambda=3"], ["lambda must be in [0, 1]"], 2),
     (["--occlusion-arg", "fill=blue"], ["fill must be"], 2),
+    (["--augment", "rotation=5"], ["unknown option 'rotation'", "did you mean 'rotate'"], 2),
+    (["--augment", "scale=0.9"], ["augment: scale must be in [0, 0.5]"], 2),
+    (["--augment", "default", "--teacher-outputs", "cached"], ["use --teacher-outputs online"], 2),
     (["--no-such-option"], ["No such option"], 2),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, args, fragments, code):

@@ -157,6 +157,10 @@ def test_other_numerics_settings_change_the_keys_and_idle_ones_do_not():
     t, b, s = _keys(backbone_args={"norm": "batchnorm"})
     assert t != t0 and b != b0 and s != s0 and t["backbone_args"] == {"norm": "batchnorm"}
     assert "backbone_args" not in t0
+    # so does augmentation; with it the students learn from a teacher run online
+    t, b, s = _keys(augment={"rotate": 5})
+    assert t != t0 and b != b0 and s != s0 and t["augment"]["rotate"] == 5 and s["teacher_outputs"] == "online"
+    assert "augment" not in t0 and "augment" not in s0
 
 
 def test_committed_suite_results_are_still_recognised():

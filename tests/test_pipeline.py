@@ -80,6 +80,19 @@ def test_age_regression_smoke_via_cli(cli, tmp_path):
         assert 0.0 < m[key] < 80.0
 
 
+def test_augmented_run_via_cli_trains_every_stage_with_an_online_teacher(cli, tmp_path):
+    res = cli("run", "--preset", "smoke", "--occlusion", "upper-half", "--augment", "rotate=5", "--epochs", "1",
+              *[a for k, v in SMALL.items() for a in ("--dataset-arg", f"{k}={v}")], "--out", tmp_path / "aug",
+              "--cache-dir", tmp_path / "cache")
+    assert res.returncode == 0, res.stderr
+    config = json.loads((tmp_path / "aug" / "config.json").read_text())
+    assert config["augment"] == {"translate": 0.08, "scale": 0.1, "rotate": 5.0, "brightness": 0.2,
+                                 "contrast": 0.2}
+    assert config["teacher_outputs"] == "online"
+    m = json.loads((tmp_path / "aug" / "metrics.json").read_text())
+    assert all(0.0 <= m[k] <= 100.0 for k in ("teacher_clean", "baseline", "student"))
+
+
 def test_gender_smoke_via_library(tmp_path):
     cfg = RunConfig.from_options("smoke", task="gender", occlusion="upper-half", distiller="kd")
     result = run(cfg, NullReporter(), ModelCache(tmp_path / "cache"))

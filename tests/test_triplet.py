@@ -175,7 +175,8 @@ def test_bench_overhead_json_schema(tmp_path, cli):
     res = cli("bench", "overhead", "--faces", "256", "--bank-size", "2000", "--quiet", "--json", out)
     assert res.returncode == 0, res.stderr
     r = json.loads(out.read_text())
-    assert set(r["epoch_seconds"]) == {"finetune", "kd", "triplet"} and r["ratio_to_finetune"]["finetune"] == 1.0
+    assert set(r["epoch_seconds"]) == {"finetune", "kd", "triplet", "finetune+augment", "kd+augment"}
+    assert r["ratio_to_finetune"]["finetune"] == 1.0
     assert set(r["mining_ms_per_step"]["2000"]) >= {"faiss", "torch"}
     assert all(v > 0 for v in r["epoch_seconds"].values())
 

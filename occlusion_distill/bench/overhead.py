@@ -2,8 +2,10 @@
 
 In one run, on the same faces, backbone and batch size: seconds per training epoch of ``finetune``,
 ``kd`` and ``triplet`` (the training loop only: forward, loss, backward, optimiser step, data loading
-included; validation excluded), in interleaved rounds, each distiller's best round counting. Distillers read the teacher's outputs from the table the trainer builds
-once per run (``TeacherTable``): its one-off cost is reported apart. Then the cost of one mining step
+included; validation excluded), in interleaved rounds, each distiller's best round counting. Distillers
+read the teacher's outputs from the table the trainer builds once per run (``TeacherTable``): its one-off
+cost is reported apart. ``finetune+augment`` and ``kd+augment`` train on augmented pairs (``--augment
+default``), where the teacher runs on every batch (online). Then the cost of one mining step
 (a batch of queries against a memory bank of 10k, 100k and 1M embeddings) with FAISS (``BankIndex``,
 ``auto``: exact flat index up to 50k entries, IVF above) next to an exact ``torch.cdist`` search.
 """
@@ -18,6 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..data.augment import FaceAugment
 from ..data.paired import PairedFaces
 from ..distillers.mining import BankIndex, MemoryBank, exact_search
 from ..engine.stage import TeacherTable
@@ -30,6 +33,7 @@ BANK_SIZES = (10_000, 100_000, 1_000_000)
 
 
 def epoch_seconds(distiller: str, teacher, pairs: PairedFaces, task, batch_size: int, table) -> tuple[float, int]:
+    """Seconds and steps of one epoch; ``table`` None: the teacher runs on each batch's clean view."""
     seed_everything(0)
     model = copy.deepcopy(teacher).requires_grad_(True).to(memory_format=torch.channels_last).train()
     dist, _ = registry("distillers").build(distiller, task=task)
@@ -37,7 +41,8 @@ def epoch_seconds(distiller: str, teacher, pairs: PairedFaces, task, batch_size:
         dist.prepare(model.embed_dim, teacher.embed_dim)
     params = list(model.parameters()) + [p for p in dist.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-3)
-    pairs.need_clean, pairs.need_occluded = False, True
+    online = table is None and dist.uses_teacher
+    pairs.need_clean, pairs.need_occluded = online, True
     loader = DataLoader(pairs, batch_size=batch_size, shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(0))
     steps = 0
@@ -45,7 +50,12 @@ def epoch_seconds(distiller: str, teacher, pairs: PairedFaces, task, batch_size:
     for batch in loader:
         x = batch["occluded"].contiguous(memory_format=torch.channels_last)
         out = model(x)
-        t_out = table.lookup(batch["index"], batch["flipped"]) if dist.uses_teacher else None
+        t_out = None
+        if online:
+            with torch.no_grad():
+                t_out = teacher(batch["clean"].contiguous(memory_format=torch.channels_last))
+        elif dist.uses_teacher:
+            t_out = table.lookup(batch["index"], batch["flipped"])
         loss = dist(out, batch["target"], t_out)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -98,12 +108,14 @@ def run(*, image_size: int = 40, batch_size: int = 64, n_train: int = 5000, task
     t0 = time.perf_counter()
     table = TeacherTable(teacher, pairs, torch.device("cpu"))
     table_s = time.perf_counter() - t0
-    distillers = ("finetune", "kd", "triplet")
-    bar = reporter.stage("epochs", rounds * len(distillers)) if reporter else None
-    seconds, steps = dict.fromkeys(distillers, float("inf")), 0
+    augmented = PairedFaces(faces, task_obj.targets(faces), occ, flip=True, seed=0, augment=FaceAugment())
+    runs = {"finetune": ("finetune", pairs, table), "kd": ("kd", pairs, table), "triplet": ("triplet", pairs, table),
+            "finetune+augment": ("finetune", augmented, None), "kd+augment": ("kd", augmented, None)}
+    bar = reporter.stage("epochs", rounds * len(runs)) if reporter else None
+    seconds, steps = dict.fromkeys(runs, float("inf")), 0
     for _ in range(rounds):  # interleaved rounds, best of each: load on the machine hits all alike
-        for name in distillers:
-            sec, steps = epoch_seconds(name, teacher, pairs, task_obj, batch_size, table)
+        for name, (distiller, data, lookup) in runs.items():
+            sec, steps = epoch_seconds(distiller, teacher, data, task_obj, batch_size, lookup)
             seconds[name] = min(seconds[name], sec)
             if bar:
                 bar.advance(1)

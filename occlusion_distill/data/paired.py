@@ -7,6 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from ..occlusions.base import Occlusion
+from .augment import FaceAugment
 from .faceset import FaceSet
 
 _SWAP = [1, 0, 2, 4, 3]  # MTCNN order after a horizontal flip: left and right trade places
@@ -60,24 +61,27 @@ def face_seed(seed: int, index: int, epoch: int | None = None) -> int:
 class PairedFaces(Dataset):
     """Training pairs: the same face clean and occluded, with the same flip, and its target.
 
-    Occlusion randomness is drawn per (seed, epoch, face), so it is reproducible whatever the order
-    or number of loader workers; call ``set_epoch`` each epoch for fresh occlusions.
+    With ``augment`` the face is also shifted, scaled, rotated and jittered (``FaceAugment``) before it
+    is occluded at its moved landmarks: both views share the draw. Randomness is drawn per (seed, epoch,
+    face), so it is reproducible whatever the order or number of loader workers; call ``set_epoch`` each
+    epoch for fresh draws.
     """
 
     def __init__(self, faces: FaceSet, targets: np.ndarray, occlusion: Occlusion | None,
-                 *, flip: bool = False, seed: int = 0, need_clean: bool = True, need_occluded: bool = True):
+                 *, flip: bool = False, seed: int = 0, need_clean: bool = True, need_occluded: bool = True,
+                 augment: FaceAugment | None = None):
         self.faces = faces
         self.targets = torch.as_tensor(targets)
         self.occlusion = occlusion
         self.flip = flip
+        self.augment = augment
         self.seed = seed
         self.epoch = 0
         self.need_clean = need_clean
         self.need_occluded = need_occluded and occlusion is not None
-
-    #: the clean view is a function of (face, flip) alone, so a teacher's outputs on it can be
-    #: computed once for both flips instead of at every step
-    deterministic_clean = True
+        #: without augmentation the clean view is a function of (face, flip) alone, so a teacher's outputs
+        #: on it can be computed once for both flips instead of at every step
+        self.deterministic_clean = augment is None
 
     def clean_views(self, flipped: bool, batch_size: int = 256):
         """Every face's clean view in batches, all flipped or none: what a cached teacher is run on."""
@@ -97,6 +101,8 @@ class PairedFaces(Dataset):
         flipped = self.flip and bool(rng_seed & 1)
         if flipped:
             image, lm = hflip(image, lm)
+        if self.augment is not None:  # its own stream: the flip and the occlusion draw stay as without it
+            image, lm = self.augment(image, lm, seed=face_seed(rng_seed, i))
         item = {"target": self.targets[i], "index": torch.tensor(i), "flipped": torch.tensor(flipped)}
         if self.need_clean:
             item["clean"] = to_tensor(image[None])[0]

@@ -66,8 +66,11 @@ def teacher_key(cfg: RunConfig, settings: dict[str, Any]) -> dict[str, Any]:
         "precision": settings["precision"], "compile": cfg.compile,
         "device_type": torch.device(settings["device"]).type, "processes": settings["processes"],
     }
-    if cfg.backbone_args:  # only when given, so that keys written before the option existed still match
+    # only when given, so that keys written before these options existed still match
+    if cfg.backbone_args:
         key["backbone_args"] = cfg.backbone_args
+    if cfg.augment:
+        key["augment"] = cfg.augment
     return key
 
 
@@ -76,7 +79,7 @@ def student_key(cfg: RunConfig, settings: dict[str, Any], teacher_key: dict[str,
     """Everything that makes a student's weights (the baseline's too: distiller ``finetune``, no teacher):
     its teacher's key, the occlusion, the distiller with its settings and origin, the students'
     schedule and the evaluation faces' seed (validation picks the best epoch)."""
-    return {
+    key = {
         "what": "student", "teacher": teacher_key, "occlusion": cfg.occlusion,
         "occlusion_settings": settings["occlusion"], "occlusion_origin": settings["origins"]["occlusion"],
         "distiller": distiller_name, "distiller_settings": distiller_settings,
@@ -86,6 +89,9 @@ def student_key(cfg: RunConfig, settings: dict[str, Any], teacher_key: dict[str,
         # training precision (online); the baseline never runs the teacher
         "teacher_outputs": cfg.teacher_outputs if uses_teacher else None,
     }
+    if cfg.augment:  # the teacher's key holds it too; here as well, so that a student's key says how it trained
+        key["augment"] = cfg.augment
+    return key
 
 
 def teacher_outputs_key(teacher_key: dict[str, Any], teacher: nn.Module) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import torch
 
 from .._version import __version__
 from ..config import RunConfig
+from ..data.augment import FaceAugment
 from ..data.faceset import FaceSet
 from ..data.paired import PairedFaces, occlude_all, to_tensor
 from ..distillers.base import Distiller
@@ -192,7 +193,8 @@ class ProtocolRun:
         val_occ = EvalSet(to_tensor(val_occluded), val_clean.targets)
         test_clean = EvalSet(to_tensor(splits["test"].images), task.targets(splits["test"]))
         test_occ = EvalSet(to_tensor(test_occluded), test_clean.targets)
-        train = PairedFaces(splits["train"], task.targets(splits["train"]), occlusion, flip=cfg.flip, seed=cfg.seed)
+        train = PairedFaces(splits["train"], task.targets(splits["train"]), occlusion, flip=cfg.flip, seed=cfg.seed,
+                            augment=FaceAugment(**cfg.augment) if cfg.augment else None)
         self._data = RunData(train, val_clean, val_occ, test_clean, test_occ)
         self.timings["data"] = time.perf_counter() - t0
         return self._data
