@@ -82,3 +82,38 @@ def default_cache_dir() -> Path:
         return Path(env).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "occlusion-distill"
+
+
+def pack_per_face(kind: str, values: Any) -> dict[str, Any]:
+    """A task's (N,) per-face outcomes as a small JSON object for metrics.json and results.jsonl.
+
+    ``kind`` "correct" (bools): ``{"kind", "n", "bits"}``, the bits packed 8 to a byte (``np.packbits``)
+    in base64, about N / 6 characters. Any other kind (floats, e.g. "abs_error"): ``{"kind", "n",
+    "float32_zlib"}``, little-endian float32 compressed with zlib, in base64. ``unpack_per_face`` reverses it.
+    """
+    import base64
+    import zlib
+
+    import numpy as np
+
+    arr = np.asarray(values).reshape(-1)
+    if kind == "correct":
+        data = {"bits": base64.b64encode(np.packbits(arr.astype(bool)).tobytes()).decode("ascii")}
+    else:
+        raw = zlib.compress(arr.astype("<f4").tobytes(), 9)
+        data = {"float32_zlib": base64.b64encode(raw).decode("ascii")}
+    return {"kind": kind, "n": int(arr.size), **data}
+
+
+def unpack_per_face(packed: dict[str, Any]) -> Any:
+    """``pack_per_face``'s object -> the (N,) numpy array (bool for "correct", float32 otherwise)."""
+    import base64
+    import zlib
+
+    import numpy as np
+
+    n = int(packed["n"])
+    if "bits" in packed:
+        return np.unpackbits(np.frombuffer(base64.b64decode(packed["bits"]), np.uint8), count=n).astype(bool)
+    raw = zlib.decompress(base64.b64decode(packed["float32_zlib"]))
+    return np.frombuffer(raw, "<f4", count=n).astype(np.float32)

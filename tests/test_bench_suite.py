@@ -42,9 +42,10 @@ def test_smoke_suite_summary_has_every_cell(smoke):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert len(rows) == len(suite.cells) * len(suite.seeds)
     assert {(r["cell"], r["seed"]) for r in rows} == {(c.id, s) for c in suite.cells for s in suite.seeds}
-    for r in rows:  # provenance on every line
+    for r in rows:  # provenance on every line, and what the per-face tests read
         assert r["versions"]["torch"] and r["device"] == "cpu" and r["wall_seconds"] > 0
         assert r["config"]["seed"] == r["seed"] and "git_commit" in r
+        assert set(r["per_face"]) == {"baseline", "student"} and r["per_face"]["student"]["n"] == r["n_test"]
     table = list(csv.DictReader(open(out / "summary.csv")))
     assert {(r["dataset"], r["task"], r["occlusion"], r["label"]) for r in table} == \
         {(c.dataset, c.task, c.occlusion, c.distiller.tag) for c in suite.cells}
@@ -66,10 +67,15 @@ def test_rerun_skips_finished_cells_and_report_rebuilds(smoke, tmp_path):
     before = (out / "results.jsonl").read_bytes()
     res = run_cli("bench", "run", "--suite", "smoke", "--out", out, "--cache-dir", cache, cwd=ROOT)
     assert res.returncode == 2 and "--resume" in res.stderr and "--overwrite" in res.stderr
+    # a kill after a run's line was written but before its checkpoints were removed leaves them behind
+    row = json.loads(before.decode().splitlines()[0])
+    left = out / ".resume" / f"{row['cell'].replace('/', '-')}-s{row['seed']}-{row['config_digest']}" / "resume"
+    left.mkdir(parents=True)
     res = run_cli("bench", "run", "--suite", "smoke", "--out", out, "--cache-dir", cache, "--resume", cwd=ROOT)
     assert res.returncode == 0, res.stderr
     assert "16 already in" in res.stderr and "0 to run" in res.stderr
     assert (out / "results.jsonl").read_bytes() == before
+    assert not (out / ".resume").exists()
     csv_before = (out / "summary.csv").read_text()
     (out / "summary.csv").unlink()
     for p in (out / "plots").iterdir():
@@ -275,3 +281,61 @@ def test_summary_marks_significant_cells_and_sets_references_beside_ours():
     assert "▲" in md and "41.9%" in md  # the paper's gap closed: (82.75 - 81.28) / (84.79 - 81.28)
     table = list(csv.DictReader(csv_text(cells).splitlines()))
     assert [r["significant"] for r in table] == ["", "True", "False"]
+
+
+def test_per_face_tests_match_hand_computed_p_values():
+    import numpy as np
+
+    from occlusion_distill.bench.stats import per_face_test
+
+    # McNemar, exact: 10 faces only the student gets right, 2 only the baseline: 2 P(X <= 2), X ~ B(12, 1/2)
+    student = np.array([True] * 10 + [False] * 2 + [True] * 30 + [False] * 5)
+    baseline = np.array([False] * 10 + [True] * 2 + [True] * 30 + [False] * 5)
+    r = per_face_test("correct", student, baseline)
+    assert (r["test"], r["better"], r["worse"]) == ("McNemar", 10, 2)
+    assert r["p"] == pytest.approx(2 * (1 + 12 + 66) / 4096)
+    assert per_face_test("correct", student, student)["p"] is None
+    # Wilcoxon signed-rank, exact: 6 faces, the student's error smaller on every one: 2 / 2**6
+    errors = np.array([1.0, 2.0, 3.0, 4.0, 5.0, 6.0], np.float32)
+    r = per_face_test("abs_error", errors - np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], np.float32), errors)
+    assert (r["test"], r["better"], r["worse"]) == ("Wilcoxon", 6, 0) and r["p"] == pytest.approx(2 / 64)
+    with pytest.raises(ValueError):
+        per_face_test("correct", student[:5], baseline)
+
+
+def test_per_face_outcomes_round_trip_through_json():
+    import numpy as np
+
+    from occlusion_distill.io import pack_per_face, unpack_per_face
+
+    rng = np.random.default_rng(0)
+    correct = rng.random(3153) < 0.8
+    packed = json.loads(json.dumps(pack_per_face("correct", correct)))
+    assert np.array_equal(unpack_per_face(packed), correct) and len(packed["bits"]) < 3153 / 5
+    errors = rng.gamma(2.0, 3.0, 4000).astype(np.float32)
+    assert np.array_equal(unpack_per_face(json.loads(json.dumps(pack_per_face("abs_error", errors)))), errors)
+
+
+def test_summary_shows_the_per_face_test_of_each_seed():
+    import numpy as np
+
+    from occlusion_distill.io import pack_per_face
+
+    rows = []
+    for seed in range(2):
+        base = np.array([True] * 40 + [False] * 60)
+        kd = base.copy()
+        kd[40:40 + 12 + seed] = True  # 12 (13) faces won, 1 lost
+        kd[0] = False
+        for name, outcome in (("finetune", base), ("kd", kd)):
+            row = _row(f"ferplus/expression/upper-half/{name}", seed, name, 100.0 * outcome.mean(), baseline=40.0)
+            row["per_face"] = {"student": pack_per_face("correct", outcome)}
+            rows.append(row)
+    cells = collect(rows)
+    kd = next(c for c in cells if c.label == "kd")
+    assert [kd.per_face[s]["better"] for s in (0, 1)] == [12, 13] and kd.per_face[0]["worse"] == 1
+    md = markdown(cells, rows, {"name": "t"})
+    assert "McNemar's exact test" in md and f"seed 0: p = {kd.per_face[0]['p']:.3g} (+12 / −1)" in md
+    table = list(csv.DictReader(csv_text(cells).splitlines()))
+    assert table[1]["per_face_test"] == "McNemar" and table[1]["per_face_p"].startswith("0:0.00")
+    assert table[0]["per_face_p"] == ""  # finetune is not tested against itself

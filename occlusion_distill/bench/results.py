@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig
-from ..io import write_json, write_text
-from .stats import mean_std, paired_t
+from ..io import unpack_per_face, write_json, write_text
+from .stats import mean_std, paired_t, per_face_test
 
 RESULTS = "results.jsonl"
 SUITE_META = "suite.json"
@@ -110,6 +110,8 @@ class CellStats:
     higher_is_better: bool
     rows: dict[int, dict[str, Any]] = field(default_factory=dict)  # seed -> results line
     vs_finetune: dict[str, Any] | None = None
+    # seed -> stats.per_face_test against that seed's finetune, for seeds whose lines hold per-face outcomes
+    per_face: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -155,6 +157,13 @@ def collect(rows: list[dict[str, Any]]) -> list[CellStats]:
         seeds = [s for s in c.seeds if s in base.rows]
         c.vs_finetune = {**paired_t([c.rows[s]["student"] - base.rows[s]["student"] for s in seeds]),
                          "seeds": seeds}
+        if c.distiller == "finetune":
+            continue
+        for s in seeds:
+            mine, theirs = (c.rows[s].get("per_face") or {}).get("student"), \
+                (base.rows[s].get("per_face") or {}).get("student")
+            if mine and theirs and mine["kind"] == theirs["kind"] and mine["n"] == theirs["n"]:
+                c.per_face[s] = per_face_test(mine["kind"], unpack_per_face(mine), unpack_per_face(theirs))
     return out
 
 

@@ -132,6 +132,11 @@ def device_name(device: str) -> str:
     return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
 
 
+def _checkpoint_dir(out: Path, cell: Cell, seed: int, digest: str) -> Path:
+    """Where one run of a suite keeps its stage checkpoints until its line is written."""
+    return out / RESUME / f"{cell.id.replace('/', '-')}-s{seed}-{digest}"
+
+
 def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[str, ...] = (),
               report: bool = True, command: str | None = None, resume: bool = False,
               overwrite: bool = False) -> dict[str, Any]:
@@ -161,6 +166,9 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
     rows = read_results(out)
     done = {(r["cell"], r["seed"]): r.get("config_digest") for r in rows}
     pending = [(c, s) for c, s in todo if done.get((c.id, s)) != config_digest(configs[f"{c.id}#{s}"])]
+    for cell, seed in todo:  # a kill between a finished run's line and its clean-up leaves its folder behind
+        if (cell, seed) not in pending:
+            shutil.rmtree(_checkpoint_dir(out, cell, seed, done[(cell.id, seed)]), ignore_errors=True)
     commit = git_commit(Path(__file__).resolve().parent)  # the code that runs, not the suite file's checkout
     skipped = len(todo) - len(pending)
     reporter.info(f"suite {suite.name}: {len(todo)} runs ({len(suite.cells)} cells x {len(suite.seeds)} seeds"
@@ -173,7 +181,7 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
                 bar.note(f"{cell.id} seed {seed}")
                 t0 = time.perf_counter()
                 digest = config_digest(cfg)
-                checkpoints = out / RESUME / f"{cell.id.replace('/', '-')}-s{seed}-{digest}"
+                checkpoints = _checkpoint_dir(out, cell, seed, digest)
                 checkpoints.mkdir(parents=True, exist_ok=True)
                 # a state left by another version of the toolkit is dropped, not refused: the suite goes on
                 metrics = run_pipeline(cfg, reporter, cache, checkpoint_dir=checkpoints, discard_stale=True).metrics

@@ -1,9 +1,11 @@
-"""Small statistics for seed-paired comparisons, without SciPy."""
+"""Statistics for paired comparisons: across seeds (a paired t-test, written out) and on the same test
+faces within a seed (McNemar's exact test and the Wilcoxon signed-rank test, from SciPy)."""
 
 from __future__ import annotations
 
 import math
 import statistics
+from typing import Any
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -60,3 +62,30 @@ def paired_t(differences: list[float]) -> dict[str, float | int | None]:
     t = mean / (sd / math.sqrt(n))
     result.update(t=t, p=t_two_sided_p(t, n - 1))
     return result
+
+
+def per_face_test(kind: str, student: Any, baseline: Any) -> dict[str, Any]:
+    """Paired test of a student against the baseline on the same test faces (one seed).
+
+    ``kind`` "correct" ((N,) bools): McNemar's exact test, the two-sided binomial test of the faces only
+    the student gets right (``better``) against those only the baseline gets right (``worse``).
+    "abs_error" ((N,) floats): the two-sided Wilcoxon signed-rank test of the absolute errors, ``better``
+    and ``worse`` counting the faces where the student's error is smaller or larger. ``p`` is None when
+    the two differ on no face. Raises ``ValueError`` for another kind or arrays of different lengths.
+    """
+    import numpy as np
+    from scipy import stats
+
+    a, b = np.asarray(student), np.asarray(baseline)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"per-face outcomes of different shapes: {a.shape} and {b.shape}")
+    if kind == "correct":
+        better, worse = int((a & ~b).sum()), int((~a & b).sum())
+        p = stats.binomtest(better, better + worse, 0.5).pvalue if better + worse else None
+        return {"test": "McNemar", "better": better, "worse": worse, "p": None if p is None else float(p)}
+    if kind == "abs_error":
+        diff = a.astype(np.float64) - b.astype(np.float64)
+        better, worse = int((diff < 0).sum()), int((diff > 0).sum())
+        p = stats.wilcoxon(diff).pvalue if better + worse else None
+        return {"test": "Wilcoxon", "better": better, "worse": worse, "p": None if p is None else float(p)}
+    raise ValueError(f"no paired per-face test for outcomes of kind {kind!r}")

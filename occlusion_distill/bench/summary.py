@@ -98,6 +98,7 @@ def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str,
             for occ, group in by_occ.items():
                 cols = [f"{_gap_text(c)} (Δ {_diff_text(c)})" for c in group if c.distiller != "finetune"]
                 lines.append(f"| {occ} | " + " | ".join(cols) + " |")
+        lines += per_face_section(by_occ)
         lines += ["", f"![{dataset} {task}](plots/{dataset}-{task}.png)", ""]
     lines += ["## Gap closed at a glance", "", "![gap closed](plots/gap-closed.png)", ""]
     lines += reference_section(cells, meta.get("references") or [])
@@ -107,6 +108,29 @@ def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str,
                   "running or was filtered with --only): " + ", ".join(f"`{c.dataset}/{c.task}/{c.occlusion}/"
                                                                        f"{c.label}` ({len(c.seeds)})" for c in short), ""]
     return "\n".join(lines)
+
+
+def _per_face_text(c: CellStats) -> str:
+    return "; ".join(f"seed {seed}: p = {r['p']:.3g} (+{r['better']} / −{r['worse']})" if r["p"] is not None
+                     else f"seed {seed}: no face differs" for seed, r in sorted(c.per_face.items())) or "–"
+
+
+def per_face_section(by_occ: dict[str, list[CellStats]]) -> list[str]:
+    """The per-seed paired tests on the same test faces, where the results lines hold per-face outcomes."""
+    cells = [c for group in by_occ.values() for c in group if c.per_face]
+    if not cells:
+        return []
+    test = next(iter(cells[0].per_face.values()))["test"]
+    what = ("McNemar's exact test on the faces each gets right" if test == "McNemar"
+            else "the Wilcoxon signed-rank test on absolute errors")
+    labels = [c.label for c in next(iter(by_occ.values())) if c.distiller != "finetune"]
+    lines = ["", f"Against `finetune` on the same test faces, seed by seed ({what}; two-sided): p, and the faces "
+             "where the student does better / worse:", "",
+             "| occlusion | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
+    for occ, group in by_occ.items():
+        lines.append(f"| {occ} | " + " | ".join(_per_face_text(c) for c in group if c.distiller != "finetune")
+                     + " |")
+    return lines
 
 
 def reference_section(cells: list[CellStats], references: list[dict[str, Any]]) -> list[str]:
@@ -145,7 +169,8 @@ def reference_section(cells: list[CellStats], references: list[dict[str, Any]]) 
 
 CSV_FIELDS = ["dataset", "task", "occlusion", "distiller", "label", "metric", "unit", "higher_is_better", "n_seeds",
               "seeds", *[f"{s}_{x}" for s in (*SCORES, "gap_closed_pct") for x in ("mean", "std")],
-              "diff_vs_finetune_mean", "diff_vs_finetune_std", "t", "p", "significant"]
+              "diff_vs_finetune_mean", "diff_vs_finetune_std", "t", "p", "significant", "per_face_test",
+              "per_face_p"]
 
 
 def csv_text(cells: list[CellStats]) -> str:
@@ -167,6 +192,10 @@ def csv_text(cells: list[CellStats]) -> str:
             row.update(diff_vs_finetune_mean=round(v["mean"], 4), diff_vs_finetune_std=round(v["std"], 4),
                        t="" if v["t"] is None else round(v["t"], 4), p="" if v["p"] is None else round(v["p"], 5),
                        significant=c.significant)
+        if c.per_face:  # seed:p pairs, space-separated
+            row["per_face_test"] = next(iter(c.per_face.values()))["test"]
+            row["per_face_p"] = " ".join(f"{seed}:" + ("" if r["p"] is None else f"{r['p']:.5g}")
+                                         for seed, r in sorted(c.per_face.items()))
         writer.writerow(row)
     return buf.getvalue()
 

@@ -65,18 +65,22 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
     return torch.cat(outs).numpy()
 
 
-def evaluate(model: nn.Module, data: EvalSet, task: Task, device: torch.device) -> dict[str, float]:
-    """The task's metrics on ``data``. Under torchrun each rank predicts a contiguous share of the faces and
-    the predictions are gathered, so every rank computes the same metrics over all of them."""
+def gathered_outputs(model: nn.Module, data: EvalSet, device: torch.device) -> np.ndarray:
+    """(N, output_dim) float32 outputs of ``model`` on every face of ``data``. Under torchrun each rank
+    predicts a contiguous share of the faces and the shares are gathered, so every rank holds all of them."""
     world = ddp.world_size()
     if world == 1:
-        return task.metrics(predict(model, data.images, device), data.targets)
+        return predict(model, data.images, device)
     ddp.sync_buffers(model)  # BatchNorm statistics of rank 0 everywhere: one model, however it is split
     n = len(data.images)
     bounds = [n * r // world for r in range(world + 1)]
     mine = data.images[bounds[ddp.rank()]:bounds[ddp.rank() + 1]]
-    outputs = ddp.all_gather_rows(predict(model, mine, device).astype(np.float32))
-    return task.metrics(outputs, data.targets)
+    return ddp.all_gather_rows(predict(model, mine, device).astype(np.float32))
+
+
+def evaluate(model: nn.Module, data: EvalSet, task: Task, device: torch.device) -> dict[str, float]:
+    """The task's metrics on ``data`` (``gathered_outputs``: the same on every rank under torchrun)."""
+    return task.metrics(gathered_outputs(model, data, device), data.targets)
 
 
 class EpochOrder(Sampler[int]):

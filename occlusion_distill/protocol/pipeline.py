@@ -29,9 +29,9 @@ from ..distillers.finetune import Finetune
 from ..engine import distributed as ddp
 from ..engine.cache import ModelCache
 from ..engine.stage import EvalSet, StageContext, TeacherTable
-from ..engine.trainer import evaluate, fit, resolve_amp, resolve_device, seed_everything
+from ..engine.trainer import fit, gathered_outputs, resolve_amp, resolve_device, seed_everything
 from ..errors import OccdistillError, RunFailed
-from ..io import atomic_torch_save
+from ..io import atomic_torch_save, pack_per_face
 from ..models.network import FaceModel, build_model
 from ..registry import registry
 from .keys import resolved_settings, student_key, teacher_key, teacher_outputs_key
@@ -278,9 +278,13 @@ class ProtocolRun:
         t = time.perf_counter()
         bar = self.reporter.stage("evaluate", 4)
         try:
-            scores = {}
+            scores, per_face = {}, {}
             for name, model, faces in models:
-                scores[name] = evaluate(model, faces, task, self.device)
+                outputs = gathered_outputs(model, faces, self.device)
+                scores[name] = task.metrics(outputs, faces.targets)
+                outcome = task.per_face(outputs, faces.targets) if name in ("baseline", "student") else None
+                if outcome is not None:  # what paired tests on the same faces compare (bench summaries)
+                    per_face[name] = pack_per_face(task.per_face_kind, outcome)
                 bar.advance(1)
         finally:
             bar.close()
@@ -295,6 +299,7 @@ class ProtocolRun:
             "gap_closed": gap_closed(scores["student"][m], scores["baseline"][m], scores["teacher_clean"][m],
                                      task.higher_is_better),
             "all_metrics": scores,
+            **({"per_face": per_face} if per_face else {}),
             "n_test": len(data.test_clean.targets), "n_train": len(data.train),
             "seconds": {k: round(v, 2) for k, v in self.timings.items()},
             "reused_from_cache": self.cached,

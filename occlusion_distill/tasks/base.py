@@ -72,6 +72,15 @@ class Task:
         """Metrics over a whole split; ``self.metric`` is the primary one."""
         raise NotImplementedError
 
+    #: what ``per_face`` returns: "correct" (bool per face, compared by McNemar's test) or "abs_error"
+    #: (float per face in the label's unit, compared by the Wilcoxon signed-rank test); "" for none
+    per_face_kind: str = ""
+
+    def per_face(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray | None:
+        """(N,) per-face outcome behind the primary metric, for paired tests on the same faces; None (the
+        default) when the task has none, and the summaries then show only the across-seed test."""
+        return None
+
 
 class ClassificationTask(Task):
     metric = "accuracy"
@@ -119,8 +128,13 @@ class ClassificationTask(Task):
         return targets.argmax(axis=1) if targets.ndim == 2 else targets
 
     def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-        pred = outputs.argmax(axis=1)
-        return {"accuracy": 100.0 * float((pred == self.hard(targets)).mean())}
+        return {"accuracy": 100.0 * float(self.per_face(outputs, targets).mean())}
+
+    per_face_kind = "correct"
+
+    def per_face(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(N,) bool: the most likely class is the target's (its most likely class for a distribution)."""
+        return outputs.argmax(axis=1) == self.hard(targets)
 
 
 def macro_f1(pred: np.ndarray, targets: np.ndarray, num_classes: int) -> float:
@@ -199,3 +213,9 @@ class RegressionTask(Task):
     def metrics(self, outputs: np.ndarray, targets: np.ndarray) -> dict[str, float]:
         err = self.decode(outputs) - targets.astype(np.float64)
         return {"mae": float(np.abs(err).mean()), "rmse": float(np.sqrt((err ** 2).mean()))}
+
+    per_face_kind = "abs_error"
+
+    def per_face(self, outputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+        """(N,) float32: the absolute error in the label's unit."""
+        return np.abs(self.decode(outputs) - targets.astype(np.float64)).astype(np.float32)
