@@ -339,3 +339,22 @@ def test_summary_shows_the_per_face_test_of_each_seed():
     table = list(csv.DictReader(csv_text(cells).splitlines()))
     assert table[1]["per_face_test"] == "McNemar" and table[1]["per_face_p"].startswith("0:0.00")
     assert table[0]["per_face_p"] == ""  # finetune is not tested against itself
+
+
+def test_combined_is_set_against_the_ensemble_control():
+    rows = []
+    for seed, base in enumerate((70.0, 71.0, 69.0)):
+        rows.append(_row("ferplus/expression/upper-half/finetune", seed, "finetune", base, baseline=base))
+        control = _row("ferplus/expression/upper-half/ensemble-control", seed, "combined", base + 1.0 + 0.1 * seed,
+                       baseline=base)
+        control["label"], control["config"] = "ensemble-control", {**control["config"],
+                                                                   "distiller_args": {"members": "finetune,finetune:1"}}
+        rows += [control, _row("ferplus/expression/upper-half/combined", seed, "combined", base + 2.0 + 0.2 * seed,
+                               baseline=base)]
+    cells = collect(rows)
+    control, combined = cells[1], cells[2]
+    assert control.is_ensemble_control and not combined.is_ensemble_control and control.vs_control is None
+    assert combined.vs_control["control"] == "ensemble-control"
+    assert combined.vs_control["mean"] == pytest.approx(1.1) and combined.vs_control["seeds"] == [0, 1, 2]
+    md = markdown(cells, rows, {"name": "t"})
+    assert "Against the ensemble control" in md and "| upper-half | combined | ensemble-control | +1.10, p = " in md

@@ -293,3 +293,33 @@ def test_protocol_run_builds_its_plugins_once_and_points_the_data_at_its_cache(t
     assert ProtocolRun(cfg).preflight().dataset.cache_dir is None
     for reporter in (Silent(), NullReporter(), RichReporter(quiet=True)):
         assert isinstance(reporter, Reporter)
+
+
+def test_a_replica_is_a_second_student_of_the_same_kind_trained_on_its_own_draws(tmp_path):
+    from occlusion_distill.protocol import ProtocolRun
+
+    cfg = RunConfig.from_options("smoke", task="expression", occlusion="lower-half", distiller="combined",
+                                 distiller_args={"members": "finetune,finetune:1"}, teacher_epochs=1,
+                                 student_epochs=1, dataset_args=SMALL)
+    protocol = ProtocolRun(cfg, cache=ModelCache(tmp_path / "cache"))
+    baseline, replica = protocol.student_for("finetune"), protocol.student_for("finetune:1")
+    assert baseline is protocol.baseline()
+    differs = [k for k, v in baseline.state_dict().items() if not torch.equal(v, replica.state_dict()[k])]
+    assert differs  # same teacher, same recipe, other draws: another model
+    assert protocol.load_data().train.seed == cfg.seed  # the run's own pairs keep the run's seed
+    again = ProtocolRun(cfg, cache=ModelCache(tmp_path / "cache")).student_for("finetune:1")
+    assert all(torch.equal(v, again.state_dict()[k]) for k, v in replica.state_dict().items())  # cached
+    # the ensemble control: combined's head on the two
+    assert np.isfinite(protocol.run().metrics["student"])
+
+
+@pytest.mark.parametrize("members, message", [("finetune,finetune", "each once"),
+                                               ("finetune,finetune:0", "a replica is NAME:K"),
+                                               ("kd,combined:1", "other distillers")])
+def test_bad_members_are_one_line(members, message):
+    from occlusion_distill.errors import UsageError
+    from occlusion_distill.registry import registry
+
+    task, _ = registry("tasks").build("expression")
+    with pytest.raises(UsageError, match=message):
+        registry("distillers").build("combined", task=task, members=members)

@@ -112,6 +112,17 @@ class CellStats:
     vs_finetune: dict[str, Any] | None = None
     # seed -> stats.per_face_test against that seed's finetune, for seeds whose lines hold per-face outcomes
     per_face: dict[int, dict[str, Any]] = field(default_factory=dict)
+    # a combined cell against the group's ensemble control: {"control": label, **paired_t, "seeds", "per_face"}
+    vs_control: dict[str, Any] | None = None
+
+    @property
+    def is_ensemble_control(self) -> bool:
+        """``combined`` over ``finetune`` students only (``members=finetune,finetune:1``)."""
+        if self.distiller != "combined" or not self.rows:
+            return False
+        members = (next(iter(self.rows.values())).get("config") or {}).get("distiller_args", {}).get("members")
+        names = members.split(",") if isinstance(members, str) else list(members or [])
+        return bool(names) and all(str(m).strip().split(":")[0] == "finetune" for m in names)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -154,17 +165,29 @@ def collect(rows: list[dict[str, Any]]) -> list[CellStats]:
         base = next((b for b in out if b.group == c.group and b.distiller == "finetune"), None)
         if base is None:
             continue
-        seeds = [s for s in c.seeds if s in base.rows]
-        c.vs_finetune = {**paired_t([c.rows[s]["student"] - base.rows[s]["student"] for s in seeds]),
-                         "seeds": seeds}
+        c.vs_finetune, c.per_face = _paired(c, base)
         if c.distiller == "finetune":
-            continue
-        for s in seeds:
-            mine, theirs = (c.rows[s].get("per_face") or {}).get("student"), \
-                (base.rows[s].get("per_face") or {}).get("student")
-            if mine and theirs and mine["kind"] == theirs["kind"] and mine["n"] == theirs["n"]:
-                c.per_face[s] = per_face_test(mine["kind"], unpack_per_face(mine), unpack_per_face(theirs))
+            c.per_face = {}
+    for control in [c for c in out if c.is_ensemble_control]:
+        for c in out:
+            if c.group == control.group and c.distiller == "combined" and not c.is_ensemble_control:
+                stats, per_face = _paired(c, control)
+                c.vs_control = {"control": control.label, **stats, "per_face": per_face}
     return out
+
+
+def _paired(c: CellStats, other: CellStats) -> tuple[dict[str, Any], dict[int, dict[str, Any]]]:
+    """``c``'s student against ``other``'s on the seeds both have: the paired t-test over seeds, and the
+    per-face test of each seed whose lines hold per-face outcomes."""
+    seeds = [s for s in c.seeds if s in other.rows]
+    stats = {**paired_t([c.rows[s]["student"] - other.rows[s]["student"] for s in seeds]), "seeds": seeds}
+    per_face = {}
+    for s in seeds:
+        mine, theirs = (c.rows[s].get("per_face") or {}).get("student"), \
+            (other.rows[s].get("per_face") or {}).get("student")
+        if mine and theirs and mine["kind"] == theirs["kind"] and mine["n"] == theirs["n"]:
+            per_face[s] = per_face_test(mine["kind"], unpack_per_face(mine), unpack_per_face(theirs))
+    return stats, per_face
 
 
 def metric_label(c: CellStats) -> str:

@@ -99,6 +99,7 @@ def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str,
                 cols = [f"{_gap_text(c)} (Δ {_diff_text(c)})" for c in group if c.distiller != "finetune"]
                 lines.append(f"| {occ} | " + " | ".join(cols) + " |")
         lines += per_face_section(by_occ)
+        lines += control_section(by_occ)
         lines += ["", f"![{dataset} {task}](plots/{dataset}-{task}.png)", ""]
     lines += ["## Gap closed at a glance", "", "![gap closed](plots/gap-closed.png)", ""]
     lines += reference_section(cells, meta.get("references") or [])
@@ -110,9 +111,10 @@ def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str,
     return "\n".join(lines)
 
 
-def _per_face_text(c: CellStats) -> str:
+def _per_face_text(per_face: dict[int, dict[str, Any]]) -> str:
+    """Per-seed per-face tests (``CellStats.per_face``) as a table cell."""
     return "; ".join(f"seed {seed}: p = {r['p']:.3g} (+{r['better']} / −{r['worse']})" if r["p"] is not None
-                     else f"seed {seed}: no face differs" for seed, r in sorted(c.per_face.items())) or "–"
+                     else f"seed {seed}: no face differs" for seed, r in sorted(per_face.items())) or "–"
 
 
 def per_face_section(by_occ: dict[str, list[CellStats]]) -> list[str]:
@@ -128,8 +130,25 @@ def per_face_section(by_occ: dict[str, list[CellStats]]) -> list[str]:
              "where the student does better / worse:", "",
              "| occlusion | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for occ, group in by_occ.items():
-        lines.append(f"| {occ} | " + " | ".join(_per_face_text(c) for c in group if c.distiller != "finetune")
+        lines.append(f"| {occ} | " + " | ".join(_per_face_text(c.per_face) for c in group if c.distiller != "finetune")
                      + " |")
+    return lines
+
+
+def control_section(by_occ: dict[str, list[CellStats]]) -> list[str]:
+    """Each ``combined`` cell against its group's ensemble control (the same head on two ``finetune``
+    students): how much of its gain is distillation rather than having two models."""
+    cells = [c for group in by_occ.values() for c in group if c.vs_control]
+    if not cells:
+        return []
+    lines = ["", "Against the ensemble control (the same head on two `finetune` students of the same teacher), "
+             "paired by seed, and on the same test faces seed by seed:", "",
+             "| occlusion | student | control | Δ (paired t-test) | same faces |", "|---|---|---|---:|---|"]
+    for c in cells:
+        v = c.vs_control
+        p = "" if v["p"] is None else f", p = {v['p']:.3f}"
+        lines.append(f"| {c.occlusion} | {c.label} | {v['control']} | {v['mean']:+.2f}{p} | "
+                     f"{_per_face_text(v['per_face'])} |")
     return lines
 
 

@@ -211,3 +211,14 @@ def _plain(value: Any) -> Any:
     if hasattr(value, "item") and getattr(value, "ndim", None) == 0:
         return value.item()
     return value
+
+
+def split_replica(spec: str) -> tuple[str, int]:
+    """``"kd"`` -> ("kd", 0); ``"finetune:1"`` -> ("finetune", 1). Raises ``UsageError`` for a replica
+    that is not a whole number >= 1."""
+    name, sep, replica = spec.partition(":")
+    if not sep:
+        return name, 0
+    if not replica.isdigit() or int(replica) < 1:
+        raise UsageError(f"'{spec}': a replica is NAME:K with K a whole number >= 1")
+    return name, int(replica)

@@ -5,6 +5,10 @@ same teacher, data, occlusion and settings trained them, and are trained otherwi
 Their embeddings of the occluded training faces are joined and standardised, and a head is fitted on top:
 multinomial logistic regression for classes, ridge regression for age. Its L2 strength is chosen
 on the occluded validation faces from a small grid. The result is evaluated like every other student.
+
+A member ``NAME:K`` is replica K of that student (its own training draws, the same teacher). With
+``members=finetune,finetune:1`` the same head joins two plain fine-tuned students: the **ensemble
+control**, which tells how much of ``combined``'s gain two models of any kind would give.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from ..engine.stage import TrainingDiverged, better_score
 from ..errors import PluginError, RunFailed, UsageError
 from ..models.network import ModelOutput
 from ..tasks.base import Task
-from .base import Distiller
+from .base import Distiller, split_replica
 
 if TYPE_CHECKING:
     from ..engine.stage import StageContext
@@ -63,8 +67,13 @@ class Combined(Distiller):
         if isinstance(members, str):
             members = [m.strip() for m in members.split(",")]
         members = list(members)
-        if len(members) < 1 or "combined" in members:
-            raise UsageError(f"combined: members must be other distillers, e.g. kd,triplet, not {members!r}")
+        try:
+            names = [split_replica(str(m))[0] for m in members]
+        except UsageError as exc:
+            raise UsageError(f"combined: members: {exc}") from None
+        if len(members) < 1 or "combined" in names or len(set(members)) < len(members):
+            raise UsageError(f"combined: members must be other distillers, each once (a second of the same as "
+                             f"NAME:1), e.g. kd,triplet or finetune,finetune:1, not {members!r}")
         self.members = members
 
     def hparams(self) -> dict[str, Any]:

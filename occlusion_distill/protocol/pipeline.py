@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import numpy as np
 import torch
 
 from .._version import __version__
@@ -24,7 +25,7 @@ from ..config import RunConfig
 from ..data.augment import FaceAugment
 from ..data.faceset import FaceSet
 from ..data.paired import PairedFaces, occlude_all, to_tensor
-from ..distillers.base import Distiller
+from ..distillers.base import Distiller, split_replica
 from ..distillers.finetune import Finetune
 from ..engine import distributed as ddp
 from ..engine.cache import ModelCache
@@ -60,6 +61,12 @@ class RunResult:
     models: dict[str, FaceModel] = field(default_factory=dict)
     task_state: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
+
+
+def replica_seed(seed: int, replica: int) -> int:
+    """The seed of replica ``replica`` of a student of a run with ``seed``: its own stream, not another
+    run's seed (a ``SeedSequence`` child of the two)."""
+    return int(np.random.SeedSequence([seed, replica]).generate_state(1)[0])
 
 
 @dataclass
@@ -248,11 +255,18 @@ class ProtocolRun:
 
     def student_for(self, name: str) -> FaceModel:
         """The student of distiller ``name`` (with its default options) in this run: stage
-        ``student:<name>``, from the stage cache or trained now. ``combined`` asks for its members so."""
-        dist, _ = registry("distillers").build(name, task=self.preflight().task)
-        if dist.is_baseline:
-            return self.baseline()
-        return self._distilled(name, f"student:{name}", dist, dist.hparams())
+        ``student:<name>``, from the stage cache or trained now. ``combined`` asks for its members so.
+
+        ``name:K`` (K >= 1) is replica K of that student: trained the same way from the same teacher, on its
+        own draw of training order, occlusions and flips (a seed derived from the run's seed and K), as
+        the ensemble control's second ``finetune`` (``members=finetune,finetune:1``)."""
+        base, replica = split_replica(name)
+        dist, _ = registry("distillers").build(base, task=self.preflight().task)
+        if replica == 0:
+            return self.baseline() if dist.is_baseline else self._distilled(base, f"student:{base}", dist,
+                                                                               dist.hparams())
+        return self._distilled(base, f"student:{base}-{replica}", dist, {**dist.hparams(), "replica": replica},
+                               seed=replica_seed(self.cfg.seed, replica))
 
     def teacher_table(self) -> TeacherTable:
         """The teacher's outputs on every clean training face and flip: computed once per run, and kept in
@@ -348,15 +362,18 @@ class ProtocolRun:
         return model.to(self.device)
 
     # -- helpers --------------------------------------------------------------------------------------
-    def _distilled(self, name: str, stage: str, dist: Distiller, settings: dict[str, Any]) -> FaceModel:
+    def _distilled(self, name: str, stage: str, dist: Distiller, settings: dict[str, Any],
+                   seed: int | None = None) -> FaceModel:
+        """A student of ``dist`` from the teacher; ``seed`` (a replica's) replaces the run's seed for its
+        training order and its training faces' draws."""
         cfg, data, teacher = self.cfg, self.load_data(), self.teacher()
         key = student_key(cfg, self.settings, self.teacher_key, name, settings,
                           registry("distillers").get(name).origin, uses_teacher=dist.uses_teacher)
 
         def train() -> tuple[FaceModel, list[dict[str, Any]]]:
-            seed_everything(cfg.seed + 2)
+            seed_everything(cfg.seed + 2 if seed is None else seed)
             ctx = self._context(stage, key, self._student_init(), "occluded", data.val_occluded, cfg.student_epochs,
-                                cfg.student_lr, teacher=teacher)
+                                cfg.student_lr, teacher=teacher, seed=seed)
             ctx.student_for = self.student_for
             ctx.teacher_table = self.teacher_table
             with self._blame("distiller", name):
@@ -377,11 +394,14 @@ class ProtocolRun:
         return copy.deepcopy(self.teacher()).requires_grad_(True)
 
     def _context(self, stage: str, key: dict[str, Any], model: FaceModel, view: str, val: EvalSet, epochs: int,
-                 lr: float, teacher: FaceModel | None = None) -> StageContext:
-        cfg = self.cfg
-        return StageContext(stage=stage, model=model, task=self.parts.task, train=self.load_data().train, val=val,
+                 lr: float, teacher: FaceModel | None = None, seed: int | None = None) -> StageContext:
+        cfg, train = self.cfg, self.load_data().train
+        if seed is not None:  # the same faces, drawn from another seed (a replica)
+            train = copy.copy(train)
+            train.seed = seed
+        return StageContext(stage=stage, model=model, task=self.parts.task, train=train, val=val,
                             view=view, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
-                            weight_decay=cfg.weight_decay, device=self.device, seed=cfg.seed,
+                            weight_decay=cfg.weight_decay, device=self.device, seed=cfg.seed if seed is None else seed,
                             num_workers=cfg.num_workers, teacher=teacher, progress=self.reporter.stage,
                             teacher_outputs=cfg.teacher_outputs, checkpoint=self.stages.checkpoint(stage, key),
                             amp=cfg.amp, compile=cfg.compile, trainer=fit)
