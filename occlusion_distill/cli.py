@@ -9,13 +9,16 @@ import shlex
 import sys
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ._version import __version__
 from .errors import EXIT_RUNTIME, EXIT_USAGE, OccdistillError, UsageError
 from .registry import KINDS, PluginLoadWarning, list_plugins, registry
+
+if TYPE_CHECKING:
+    from .config import RunConfig
 
 
 class PluginName(click.ParamType):
@@ -168,7 +171,6 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
     `occdistill run --resume RUN_DIR`. Under `torchrun --nproc_per_node N -m occlusion_distill run ...`
     the processes train one run together (DDP); rank 0 writes the files.
     """
-    from .config import RunConfig
     from .engine.cache import ModelCache
     from .io import default_cache_dir
     from .protocol.rundir import run_to_dir
@@ -182,21 +184,7 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
             raise UsageError(f"--resume continues a run with its own settings; drop {', '.join(given)}")
         out = resume  # its config and command are read from the interrupted run
     else:
-        dataset_args = _with_data(dataset_args, data_dir)
-        if weights is not None and not Path(weights).is_file():
-            raise UsageError(f"--weights file not found: {weights}")
-        if weights is not None and pretrained:
-            raise UsageError("--pretrained and --weights both set the teacher's starting weights; choose one")
-        cfg = RunConfig.from_options(
-            preset, task=task, occlusion=occlusion, distiller=distiller, backbone=backbone, dataset=dataset,
-            teacher_epochs=teacher_epochs or epochs, student_epochs=student_epochs or epochs, batch_size=batch_size,
-            image_size=image_size,
-            channels=int(channels) if channels else None, lr=lr, student_lr=student_lr, seed=seed, device=device,
-            pretrained=pretrained or None, weights=str(Path(weights).resolve()) if weights else None,
-            num_workers=num_workers, flip=False if no_flip else None, teacher_outputs=teacher_outputs,
-            checkpoint_every=checkpoint_every, amp=amp, compile=compile_ or None,
-            occlusion_args=occlusion_args, distiller_args=distiller_args, dataset_args=dataset_args,
-            backbone_args=backbone_args, augment=augment)
+        cfg = _run_config(ctx.params)
         if out is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"{task}-{occlusion}-{distiller}-s{seed}-{stamp}"
@@ -206,6 +194,30 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
                         cache=ModelCache(None if no_cache else (cache_dir or default_cache_dir())), command=command)
     if result.run_dir is not None:
         reporter.results(result.metrics, str(result.run_dir))
+
+
+def _run_config(params: dict[str, Any]) -> RunConfig:
+    """The ``RunConfig`` of ``occdistill run``'s parsed options (``click.Context.params``)."""
+    from .config import RunConfig
+
+    p = params
+    weights = p["weights"]
+    dataset_args = _with_data(p["dataset_args"], p["data_dir"])
+    if weights is not None and not Path(weights).is_file():
+        raise UsageError(f"--weights file not found: {weights}")
+    if weights is not None and p["pretrained"]:
+        raise UsageError("--pretrained and --weights both set the teacher's starting weights; choose one")
+    return RunConfig.from_options(
+        p["preset"], task=p["task"], occlusion=p["occlusion"], distiller=p["distiller"], backbone=p["backbone"],
+        dataset=p["dataset"], teacher_epochs=p["teacher_epochs"] or p["epochs"],
+        student_epochs=p["student_epochs"] or p["epochs"], batch_size=p["batch_size"], image_size=p["image_size"],
+        channels=int(p["channels"]) if p["channels"] else None, lr=p["lr"], student_lr=p["student_lr"],
+        seed=p["seed"], device=p["device"], pretrained=p["pretrained"] or None,
+        weights=str(Path(weights).resolve()) if weights else None, num_workers=p["num_workers"],
+        flip=False if p["no_flip"] else None, teacher_outputs=p["teacher_outputs"],
+        checkpoint_every=p["checkpoint_every"], amp=p["amp"], compile=p["compile_"] or None,
+        occlusion_args=p["occlusion_args"], distiller_args=p["distiller_args"], dataset_args=dataset_args,
+        backbone_args=p["backbone_args"], augment=p["augment"])
 
 
 @cli.command("preview")
@@ -436,6 +448,55 @@ def bench_report_cmd(directory: Path) -> None:
     result = write_report(directory)
     RichReporter().info(f"{result['cells']} cells from {result['runs']} runs -> {directory / 'summary.md'}, "
                         f"summary.csv, plots/")
+
+
+@bench_group.command("sweep", context_settings={"ignore_unknown_options": True})
+@click.option("--grid", "axes", multiple=True, required=True, metavar="KEY=V1,V2,...",
+              help="An axis of the grid (repeatable): a run option (student_lr=1e-4,3e-4) or a distiller option "
+                   "(lambda=0.5,0.9).")
+@click.option("--seeds", default="0", show_default=True, metavar="S1,S2,...",
+              help="Seeds each setting is trained with; the ranking averages over them.")
+@click.option("--out", type=click.Path(path_type=Path, file_okay=False), required=True,
+              help="Sweep directory (sweep.jsonl, chosen.json, summary.md); a rerun continues where it stopped.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
+              help="Run cache [default: $OCCDISTILL_CACHE or ~/.cache/occlusion-distill].")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.argument("run_args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def bench_sweep_cmd(ctx: click.Context, axes: tuple[str, ...], seeds: str, out: Path, cache_dir: Path | None,
+                    quiet: bool, run_args: tuple[str, ...]) -> None:
+    """Choose a setting on occluded validation faces: train every grid setting x seed, rank by the mean
+    best validation score, and score only the chosen setting on the test faces.
+
+    RUN_ARGS are `occdistill run`'s options for everything the grid does not vary. Example:
+    occdistill bench sweep --grid lambda=0.5,0.9 --grid tau=2,4 --seeds 0,1 --out sweeps/kd --
+    --dataset ferplus --data prepared/ferplus --occlusion upper-half --distiller kd
+    """
+    from .bench.sweep import parse_grid, run_sweep
+    from .engine.cache import ModelCache
+    from .io import default_cache_dir
+    from .report import RichReporter
+
+    args = [a for a in run_args if a != "--"]
+    if any(a in ("--out", "--resume", "--seed", "--no-cache") or a.startswith(("--out=", "--seed=")) for a in args):
+        raise UsageError("bench sweep sets the seeds (--seeds) and its own directory (--out); drop --out, --seed, "
+                         "--resume and --no-cache from the run options")
+    try:
+        seed_list = [int(x) for x in seeds.split(",")]
+    except ValueError:
+        raise UsageError(f"--seeds takes whole numbers separated by commas, not '{seeds}'") from None
+    if not seed_list or min(seed_list) < 0 or len(set(seed_list)) < len(seed_list):
+        raise UsageError(f"--seeds takes distinct whole numbers >= 0, not '{seeds}'")
+    grid = parse_grid(axes)
+    run_ctx = run_cmd.make_context("run", args, parent=ctx)
+    cfg = _run_config(run_ctx.params)
+    # what makes the directory, without the machine's cache path
+    command = " ".join(["occdistill bench sweep", *[f"--grid {shlex.quote(a)}" for a in axes], f"--seeds {seeds}",
+                        f"--out {shlex.quote(str(out))}", "--", *map(shlex.quote, args)])
+    reporter = RichReporter(quiet=quiet)
+    result = run_sweep(cfg, grid, seed_list, out, reporter, ModelCache(cache_dir or default_cache_dir()),
+                       command=command)
+    reporter.info(f"chosen on validation: {result['chosen']['label']} -> {out / 'summary.md'}")
 
 
 @bench_group.command("occlusions")

@@ -46,21 +46,24 @@ def config_digest(cfg: RunConfig) -> str:
     return hashlib.sha256(json.dumps(changed, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def read_results(out: Path) -> list[dict[str, Any]]:
-    """The lines of ``out/results.jsonl`` that hold a cell and a seed (none when the file is missing); a
-    line cut short by a kill is ignored (it is rewritten whole)."""
-    path = Path(out) / RESULTS
+def read_jsonl(path: Path) -> list[Any]:
+    """The JSON values of a JSON-lines file (none when it is missing); a line cut short by a kill is
+    ignored (the file is rewritten whole)."""
+    path = Path(path)
     if not path.is_file():
         return []
-    rows = []
+    values = []
     for line in path.read_text(encoding="utf-8").splitlines():
         try:
-            row = json.loads(line)
+            values.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        if isinstance(row, dict) and "cell" in row and "seed" in row:
-            rows.append(row)
-    return rows
+    return values
+
+
+def read_results(out: Path) -> list[dict[str, Any]]:
+    """The lines of ``out/results.jsonl`` that hold a cell and a seed (``read_jsonl``)."""
+    return [r for r in read_jsonl(Path(out) / RESULTS) if isinstance(r, dict) and "cell" in r and "seed" in r]
 
 
 def write_results(out: Path, rows: list[dict[str, Any]]) -> None:

@@ -1,0 +1,85 @@
+"""bench sweep: settings ranked on occluded validation faces; test faces scored for the chosen one only."""
+
+import json
+
+import pytest
+
+from occlusion_distill.bench.sweep import CHOSEN, LINES, config_for, parse_grid, run_sweep, settings_of
+from occlusion_distill.config import RunConfig
+from occlusion_distill.engine.cache import ModelCache
+from occlusion_distill.errors import UsageError
+from occlusion_distill.protocol.pipeline import ProtocolRun
+from occlusion_distill.report import NullReporter
+
+SMALL = {"n_train": 128, "n_val": 48, "n_test": 48}
+
+
+def test_grid_axes_parse_and_combine_in_order():
+    grid = parse_grid(["lambda=0.5,0.9", "student-lr=1e-4,3e-4", "miner=hard"])
+    assert grid == {"lambda_": [0.5, 0.9], "student_lr": [1e-4, 3e-4], "miner": ["hard"]}
+    assert settings_of(grid)[:2] == [{"lambda_": 0.5, "student_lr": 1e-4, "miner": "hard"},
+                                     {"lambda_": 0.5, "student_lr": 3e-4, "miner": "hard"}]
+    assert len(settings_of(grid)) == 4
+
+
+@pytest.mark.parametrize("axes, message", [(["lambda"], "KEY=V1,V2"), (["seed=0,1"], "give --seed"),
+                                           (["occlusion=mask,lower-half"], "one run"), ([], "at least one"),
+                                           (["tau=2", "tau=4"], "twice")])
+def test_bad_grids_are_one_line(axes, message):
+    with pytest.raises(UsageError, match=message):
+        parse_grid(axes)
+
+
+def test_a_setting_sets_run_options_and_the_distillers_options():
+    base = RunConfig.from_options("smoke", distiller="kd", distiller_args={"tau": 3})
+    cfg = config_for(base, {"lambda_": 0.9, "student_lr": 3e-4}, seed=2)
+    assert cfg.distiller_args == {"tau": 3, "lambda_": 0.9} and cfg.student_lr == 3e-4 and cfg.seed == 2
+    cfg = config_for(base, {"augment": "default"}, seed=0)
+    assert cfg.augment["rotate"] == 10.0 and cfg.teacher_outputs == "online"
+
+
+def test_sweep_scores_only_the_chosen_setting_on_test_faces_and_resumes(tmp_path, monkeypatch):
+    base = RunConfig.from_options("smoke", distiller="kd", occlusion="mask", teacher_epochs=1, student_epochs=1,
+                                  dataset_args=SMALL)
+    scored = []
+    real_score = ProtocolRun.score
+
+    def score(self):
+        scored.append(self.cfg)
+        return real_score(self)
+
+    monkeypatch.setattr(ProtocolRun, "score", score)
+    cache, out = ModelCache(tmp_path / "cache"), tmp_path / "sweep"
+    result = run_sweep(base, {"lambda_": [0.1, 0.9]}, [0, 1], out, NullReporter(), cache, command="cmd")
+    lines = [json.loads(line) for line in (out / LINES).read_text().splitlines()]
+    assert len(lines) == 4 and all("student" not in line and "val_occluded" in line for line in lines)
+    means = {r["label"]: r["val_occluded_mean"] for r in result["ranking"]}
+    assert result["chosen"]["label"] == max(means, key=means.get)
+    chosen = result["chosen"]["setting"]["lambda_"]
+    assert [c.distiller_args["lambda_"] for c in scored] == [chosen, chosen] and [c.seed for c in scored] == [0, 1]
+    assert set(result["test"]) == {"0", "1"} and json.loads((out / CHOSEN).read_text())["chosen"] == result["chosen"]
+    assert "| 1 | lambda=" in (out / "summary.md").read_text() and not (out / ".resume").exists()
+    # a rerun trains nothing: every line is there
+    monkeypatch.setattr("occlusion_distill.protocol.pipeline.fit", lambda *a, **k: pytest.fail("trained again"))
+    again = run_sweep(base, {"lambda_": [0.1, 0.9]}, [0, 1], out, NullReporter(), cache, command="cmd")
+    assert again["chosen"] == result["chosen"]
+
+
+def test_a_sweep_refuses_a_bad_option_before_training(tmp_path):
+    base = RunConfig.from_options("smoke", distiller="kd", dataset_args=SMALL)
+    with pytest.raises(UsageError, match="lamda"):
+        run_sweep(base, {"lamda": [0.1]}, [0], tmp_path / "s", NullReporter(), ModelCache(tmp_path / "c"))
+    assert not (tmp_path / "s").exists()
+    with pytest.raises(UsageError, match="needs the run cache"):
+        run_sweep(base, {"lambda_": [0.1]}, [0], tmp_path / "s", NullReporter(), ModelCache(None))
+
+
+def test_sweep_command_line(cli, tmp_path):
+    small = [a for k, v in SMALL.items() for a in ("--dataset-arg", f"{k}={v}")]
+    res = cli("bench", "sweep", "--grid", "tau=2,4", "--seeds", "0", "--out", tmp_path / "s", "--quiet", "--",
+              "--preset", "smoke", "--epochs", "1", *small)
+    assert res.returncode == 0, res.stderr
+    chosen = json.loads((tmp_path / "s" / CHOSEN).read_text())
+    assert chosen["command"].startswith("occdistill bench sweep --grid tau=2,4 --seeds 0 --out ")
+    res = cli("bench", "sweep", "--grid", "tau=2", "--out", tmp_path / "t", "--", "--seed", "3")
+    assert res.returncode == 2 and "drop --out, --seed" in res.stderr and "Traceback" not in res.stderr
