@@ -323,3 +323,31 @@ def test_bad_members_are_one_line(members, message):
     task, _ = registry("tasks").build("expression")
     with pytest.raises(UsageError, match=message):
         registry("distillers").build("combined", task=task, members=members)
+
+
+@pytest.mark.parametrize("task", ["expression", "age"])
+def test_combined_average_is_the_mean_of_its_members(tmp_path, task):
+    from occlusion_distill.protocol import ProtocolRun
+
+    cfg = RunConfig.from_options("smoke", task=task, occlusion="lower-half", distiller="combined",
+                                 distiller_args={"members": "finetune,finetune:1", "combine": "average"},
+                                 teacher_epochs=1, student_epochs=1, dataset_args=SMALL)
+    protocol = ProtocolRun(cfg, cache=ModelCache(tmp_path / "cache"))
+    student = protocol.student()
+    x = protocol.load_data().test_occluded.images[:8]
+    with torch.no_grad():
+        outs = [protocol.student_for(m)(x).logits for m in ("finetune", "finetune:1")]
+        got = student(x).logits
+    if task == "age":
+        assert torch.allclose(got, (outs[0] + outs[1]) / 2, atol=1e-6)
+    else:
+        probs = (outs[0].softmax(1) + outs[1].softmax(1)) / 2
+        assert torch.allclose(got.exp(), probs, atol=1e-6)
+    assert protocol.histories["student"][0]["epoch"] == 1
+    # a new option leaves the head's key as it was
+    from occlusion_distill.registry import registry
+
+    head = registry("distillers").create("combined", task=protocol.preflight().task)
+    assert head.hparams() == {"members": ["kd", "triplet"], "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0]}
+    with pytest.raises(Exception, match="combine must be head or average"):
+        registry("distillers").create("combined", task=protocol.preflight().task, combine="vote")

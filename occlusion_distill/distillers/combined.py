@@ -6,6 +6,9 @@ Their embeddings of the occluded training faces are joined and standardised, and
 multinomial logistic regression for classes, ridge regression for age. Its L2 strength is chosen
 on the occluded validation faces from a small grid. The result is evaluated like every other student.
 
+``combine=average`` replaces the head by the mean of the members' class probabilities (the mean of their
+predictions for regression): nothing is fitted. The paper's head stays the default.
+
 A member ``NAME:K`` is replica K of that student (its own training draws, the same teacher). With
 ``members=finetune,finetune:1`` the same head joins two plain fine-tuned students: the **ensemble
 control**, which tells how much of ``combined``'s gain two models of any kind would give.
@@ -34,10 +37,13 @@ L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 
 
 class CombinedModel(nn.Module):
-    """Frozen member students whose joined, standardised embeddings feed one linear head."""
+    """Frozen member students whose joined, standardised embeddings feed one linear head; or, with
+    ``average`` ("probabilities" or "outputs"), whose softmax probabilities (returned as their log, so
+    that argmax and cross-entropy read them as logits) or raw outputs are averaged instead."""
 
-    def __init__(self, members: Sequence[nn.Module], output_dim: int):
+    def __init__(self, members: Sequence[nn.Module], output_dim: int, average: str | None = None):
         super().__init__()
+        self.average = average
         self.members = nn.ModuleList(members)
         self.embed_dim = sum(int(m.embed_dim) for m in members)
         self.head = nn.Linear(self.embed_dim, output_dim)
@@ -50,8 +56,15 @@ class CombinedModel(nn.Module):
         return torch.cat([m(x).embedding for m in self.members], dim=1)
 
     def forward(self, x: torch.Tensor) -> ModelOutput:
-        joined = self.features(x)
-        return ModelOutput(self.head((joined - self.mean) / self.std), joined)
+        if self.average is None:
+            joined = self.features(x)
+            return ModelOutput(self.head((joined - self.mean) / self.std), joined)
+        outs = [m(x) for m in self.members]
+        joined = torch.cat([o.embedding for o in outs], dim=1)
+        if self.average == "outputs":
+            return ModelOutput(torch.stack([o.logits for o in outs]).mean(0), joined)
+        probs = torch.stack([F.softmax(o.logits.float(), dim=1) for o in outs]).mean(0)
+        return ModelOutput(probs.clamp_min(1e-12).log(), joined)
 
     def train(self, mode: bool = True) -> "CombinedModel":
         super().train(mode)
@@ -62,8 +75,13 @@ class CombinedModel(nn.Module):
 class Combined(Distiller):
     """Head on the joined embeddings of the frozen kd and triplet students (logistic / ridge)."""
 
-    def __init__(self, task: Task, members: Sequence[str] | str = ("kd", "triplet")):
+    COMBINE = ("head", "average")
+
+    def __init__(self, task: Task, members: Sequence[str] | str = ("kd", "triplet"), combine: str = "head"):
         super().__init__(task)
+        if combine not in self.COMBINE:
+            raise UsageError(f"combined: combine must be {' or '.join(self.COMBINE)}, not {combine!r}")
+        self.combine = combine
         if isinstance(members, str):
             members = [m.strip() for m in members.split(",")]
         members = list(members)
@@ -77,10 +95,16 @@ class Combined(Distiller):
         self.members = members
 
     def hparams(self) -> dict[str, Any]:
-        return {"members": self.members, "l2_grid": list(L2_GRID)}
+        if self.combine == "average":
+            return {"members": self.members, "combine": "average"}
+        return {"members": self.members, "l2_grid": list(L2_GRID)}  # the head: as keyed before `combine`
+
+    @property
+    def _average(self) -> str | None:
+        return None if self.combine == "head" else "outputs" if self.task.regression else "probabilities"
 
     def student_template(self, teacher: nn.Module) -> nn.Module:
-        return CombinedModel([copy.deepcopy(teacher) for _ in self.members], self.task.output_dim)
+        return CombinedModel([copy.deepcopy(teacher) for _ in self.members], self.task.output_dim, self._average)
 
     def compute_loss(self, student: ModelOutput, targets: torch.Tensor,
                      teacher: ModelOutput | None) -> dict[str, torch.Tensor]:
@@ -90,8 +114,14 @@ class Combined(Distiller):
         if ctx.student_for is None:
             raise RunFailed("combined needs the run to provide its member students (StageContext.student_for)")
         members = [ctx.student_for(name) for name in self.members]
-        model = CombinedModel([copy.deepcopy(m) for m in members], self.task.output_dim).to(ctx.device)
+        model = CombinedModel([copy.deepcopy(m) for m in members], self.task.output_dim,
+                              self._average).to(ctx.device)
         model.eval()
+        if self._average is not None:  # nothing to fit: its validation score, for the record
+            val_out = _batched(lambda x: model(x).logits, ctx.val.images, ctx.device).numpy()
+            score = self.task.metrics(val_out, ctx.val.targets)[self.task.metric]
+            ctx.history.append({"epoch": 1, f"val_{self.task.metric}": score})
+            return model
         x_train, y_train = _train_features(model, ctx)
         x_val = _features(model, ctx.val.images, ctx.device)
         mean, std = x_train.mean(0), x_train.std(0).clamp_min(1e-6)
@@ -138,12 +168,16 @@ class Combined(Distiller):
 
 
 @torch.no_grad()
-def _features(model: CombinedModel, images: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+def _batched(fn: Any, images: torch.Tensor, device: torch.device, batch: int = 256) -> torch.Tensor:
+    """``fn`` over ``images`` in batches on ``device``, gathered as float32 on the CPU."""
     out = []
     for i in range(0, len(images), batch):
-        out.append(model.features(images[i:i + batch].to(device).contiguous(memory_format=torch.channels_last))
-                   .float().cpu())
+        out.append(fn(images[i:i + batch].to(device).contiguous(memory_format=torch.channels_last)).float().cpu())
     return torch.cat(out)
+
+
+def _features(model: CombinedModel, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+    return _batched(model.features, images, device)
 
 
 @torch.no_grad()
