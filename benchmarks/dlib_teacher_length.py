@@ -55,4 +55,6 @@ def main(cache_dir: str) -> None:
 
 
 if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python benchmarks/dlib_teacher_length.py CACHE_DIR")
     main(sys.argv[1])

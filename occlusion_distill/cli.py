@@ -478,9 +478,12 @@ def bench_sweep_cmd(ctx: click.Context, axes: tuple[str, ...], seeds: str, out: 
     from .report import RichReporter
 
     args = [a for a in run_args if a != "--"]
-    if any(a in ("--out", "--resume", "--seed", "--no-cache") or a.startswith(("--out=", "--seed=")) for a in args):
-        raise UsageError("bench sweep sets the seeds (--seeds) and its own directory (--out); drop --out, --seed, "
-                         "--resume and --no-cache from the run options")
+    # run options a sweep sets itself, or takes before the "--"
+    own = {"--out", "--resume", "--overwrite", "--seed", "--no-cache", "--cache-dir", "--quiet"}
+    given = sorted({a.split("=")[0] for a in args if a.split("=")[0] in own})
+    if given:
+        raise UsageError(f"bench sweep sets the seeds (--seeds), its directory (--out), the cache (--cache-dir, "
+                         f"before --) and --quiet itself; drop {', '.join(given)} from the run options")
     try:
         seed_list = [int(x) for x in seeds.split(",")]
     except ValueError:

@@ -60,6 +60,13 @@ class RunConfig:
     # training augmentation of every stage (data.augment.FaceAugment's ranges, all of them); {}: flips only
     augment: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # one form for the same augmentation in every key ("default", a partial dict: all its ranges)
+        if self.augment != {}:
+            from .data.augment import resolve_augment
+
+            object.__setattr__(self, "augment", resolve_augment(self.augment))
+
     @classmethod
     def from_options(cls, preset: str = "default", **options: Any) -> "RunConfig":
         """Preset values, then every option that is not None."""
@@ -75,12 +82,12 @@ class RunConfig:
             raise UsageError(f"unknown run option(s): {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in options.items() if v is not None})
         values["dataset_args"] = dataset_args
-        if values.get("augment"):
+        if "augment" in values:
             from .data.augment import resolve_augment
 
             values["augment"] = resolve_augment(values["augment"])
-            # a clean view drawn afresh each epoch has no outputs to compute once: the teacher runs online
-            values.setdefault("teacher_outputs", "online")
+            if values["augment"]:  # a clean view drawn afresh each epoch has no outputs to compute once
+                values.setdefault("teacher_outputs", "online")
         cfg = cls(**values)
         cfg.validate()
         return cfg
@@ -100,10 +107,7 @@ class RunConfig:
             raise UsageError("learning rates must be positive")
         if self.teacher_outputs not in ("cached", "online"):
             raise UsageError(f"teacher-outputs must be 'cached' or 'online', not '{self.teacher_outputs}'")
-        if self.augment:
-            from .data.augment import resolve_augment
-
-            resolve_augment(self.augment)
+        if self.augment:  # resolved, every range checked, by __post_init__
             if self.teacher_outputs == "cached":
                 raise UsageError("--augment draws a new clean view every epoch, so the teacher's outputs cannot "
                                  "be cached: use --teacher-outputs online (the default with --augment)")

@@ -6,7 +6,7 @@ import pytest
 
 from occlusion_distill.config import RunConfig
 from occlusion_distill.data.augment import DEFAULTS, FaceAugment, resolve_augment
-from occlusion_distill.data.paired import PairedFaces
+from occlusion_distill.data.paired import PairedFaces, face_seed, hflip, to_tensor
 from occlusion_distill.data.synthfaces import generate
 from occlusion_distill.errors import UsageError
 from occlusion_distill.registry import create
@@ -56,21 +56,30 @@ def test_zero_ranges_leave_the_face_as_it_was():
     assert np.array_equal(out, image) and np.allclose(moved, lm)
 
 
-def test_both_views_share_the_draw_and_epochs_draw_anew():
+def test_both_views_share_the_draw_and_the_occluder_follows_the_moved_landmarks():
     faces = generate(6, size=40, channels=1, seed=1)
     targets = np.zeros(6, dtype=np.int64)
     occlusion = create("occlusions", "lower-half")
+    augment = FaceAugment()
     plain = PairedFaces(faces, targets, occlusion, flip=True, seed=0)
-    pairs = PairedFaces(faces, targets, occlusion, flip=True, seed=0, augment=FaceAugment())
+    pairs = PairedFaces(faces, targets, occlusion, flip=True, seed=0, augment=augment)
     assert plain.deterministic_clean and not pairs.deterministic_clean
+    elsewhere = 0
     for i in range(6):
-        item, ref = pairs[i], plain[i]
-        assert item["flipped"] == ref["flipped"]  # the flip is drawn as without augmentation
-        clean, occluded = item["clean"], item["occluded"]
-        assert not torch_equal(clean, ref["clean"])
-        # the occluded view is the augmented clean face with part of it hidden, nothing else changed
-        same = (clean == occluded).all(dim=0)
-        assert 0.2 < same.float().mean() < 0.95
+        item = pairs[i]
+        assert item["flipped"] == plain[i]["flipped"]  # the flip is drawn as without augmentation
+        # what the item must be: the flipped face augmented, then occluded at its moved landmarks
+        draw = face_seed(0, i, 0)
+        image, lm = faces.images[i], faces.landmarks[i]
+        if item["flipped"]:
+            image, lm = hflip(image, lm)
+        moved_image, moved = augment(image, lm, seed=face_seed(draw, i))
+        assert torch_equal(item["clean"], to_tensor(moved_image[None])[0])
+        want = occlusion.occlude_image(np.ascontiguousarray(moved_image), moved, seed=draw >> 1)
+        assert torch_equal(item["occluded"], to_tensor(want[None])[0])
+        unmoved = occlusion.occlude_image(np.ascontiguousarray(moved_image), lm, seed=draw >> 1)
+        elsewhere += not torch_equal(item["occluded"], to_tensor(unmoved[None])[0])
+    assert elsewhere >= 5  # at the unmoved landmarks the occluder would be elsewhere: the check can fail
     first = pairs[0]["clean"]
     pairs.set_epoch(1)
     assert not torch_equal(pairs[0]["clean"], first)

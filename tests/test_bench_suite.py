@@ -45,7 +45,7 @@ def test_smoke_suite_summary_has_every_cell(smoke):
     for r in rows:  # provenance on every line, and what the per-face tests read
         assert r["versions"]["torch"] and r["device"] == "cpu" and r["wall_seconds"] > 0
         assert r["config"]["seed"] == r["seed"] and "git_commit" in r
-        assert set(r["per_face"]) == {"baseline", "student"} and r["per_face"]["student"]["n"] == r["n_test"]
+        assert set(r["per_face"]) == {"student"} and r["per_face"]["student"]["n"] == r["n_test"]
     table = list(csv.DictReader(open(out / "summary.csv")))
     assert {(r["dataset"], r["task"], r["occlusion"], r["label"]) for r in table} == \
         {(c.dataset, c.task, c.occlusion, c.distiller.tag) for c in suite.cells}
@@ -351,7 +351,12 @@ def test_combined_is_set_against_the_ensemble_control():
                                                                    "distiller_args": {"members": "finetune,finetune:1"}}
         rows += [control, _row("ferplus/expression/upper-half/combined", seed, "combined", base + 2.0 + 0.2 * seed,
                                baseline=base)]
+        average = _row("ferplus/expression/upper-half/combined-average", seed, "combined", base + 2.0, baseline=base)
+        average["label"], average["config"] = "combined-average", {**average["config"],
+                                                                   "distiller_args": {"combine": "average"}}
+        rows.append(average)
     cells = collect(rows)
+    assert cells[3].vs_control is None  # an average is set against an average control only
     control, combined = cells[1], cells[2]
     assert control.is_ensemble_control and not combined.is_ensemble_control and control.vs_control is None
     assert combined.vs_control["control"] == "ensemble-control"

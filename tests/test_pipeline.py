@@ -349,5 +349,7 @@ def test_combined_average_is_the_mean_of_its_members(tmp_path, task):
 
     head = registry("distillers").create("combined", task=protocol.preflight().task)
     assert head.hparams() == {"members": ["kd", "triplet"], "l2_grid": [1e-4, 1e-3, 1e-2, 1e-1, 1.0]}
-    with pytest.raises(Exception, match="combine must be head or average"):
+    from occlusion_distill.errors import UsageError
+
+    with pytest.raises(UsageError, match="combine must be head or average"):
         registry("distillers").create("combined", task=protocol.preflight().task, combine="vote")

@@ -38,6 +38,42 @@ def test_a_setting_sets_run_options_and_the_distillers_options():
     assert cfg.augment["rotate"] == 10.0 and cfg.teacher_outputs == "online"
 
 
+def test_run_options_are_checked_and_epochs_sets_both_stages():
+    base = RunConfig.from_options("smoke", distiller="kd")
+    cfg = config_for(base, {"epochs": 6.0}, seed=0)
+    assert (cfg.teacher_epochs, cfg.student_epochs) == (6, 6) and isinstance(cfg.teacher_epochs, int)
+    for setting, message in (({"student_lr": "fast"}, "'fast' is not a number"),
+                             ({"student_epochs": 2.5}, "2.5 is not a whole number"),
+                             ({"flip": 1}, "1 is not a true or false")):
+        with pytest.raises(UsageError, match=message):
+            config_for(base, setting, seed=0)
+    # augmentation switched by the grid: the teacher runs online exactly when faces are augmented
+    online = config_for(RunConfig.from_options("smoke", augment="default"), {"augment": None}, seed=0)
+    assert online.augment == {} and online.teacher_outputs == "cached"
+    assert config_for(base, {"augment": "off"}, seed=0).augment == {}
+
+
+def test_a_diverging_setting_ranks_last_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    from occlusion_distill.engine.stage import TrainingDiverged
+
+    base = RunConfig.from_options("smoke", task="age", distiller="kd", occlusion="mask", teacher_epochs=1,
+                                  student_epochs=1, dataset_args=SMALL)
+    real_student = ProtocolRun.student
+
+    def student(self):
+        if self.cfg.distiller_args.get("lambda_") == 0.9:
+            raise TrainingDiverged("stage 'student': the loss became NaN")
+        return real_student(self)
+
+    monkeypatch.setattr(ProtocolRun, "student", student)
+    result = run_sweep(base, {"lambda_": [0.9, 0.1]}, [0], tmp_path / "s", NullReporter(),
+                       ModelCache(tmp_path / "c"))
+    assert result["chosen"]["setting"] == {"lambda_": 0.1} and result["metric"] == "mae"
+    assert result["ranking"][-1]["setting"] == {"lambda_": 0.9}
+    lines = [json.loads(line) for line in (tmp_path / "s" / LINES).read_text().splitlines()]
+    assert [line["failed"] is not None for line in lines] == [True, False]
+
+
 def test_sweep_scores_only_the_chosen_setting_on_test_faces_and_resumes(tmp_path, monkeypatch):
     base = RunConfig.from_options("smoke", distiller="kd", occlusion="mask", teacher_epochs=1, student_epochs=1,
                                   dataset_args=SMALL)
@@ -81,5 +117,6 @@ def test_sweep_command_line(cli, tmp_path):
     assert res.returncode == 0, res.stderr
     chosen = json.loads((tmp_path / "s" / CHOSEN).read_text())
     assert chosen["command"].startswith("occdistill bench sweep --grid tau=2,4 --seeds 0 --out ")
-    res = cli("bench", "sweep", "--grid", "tau=2", "--out", tmp_path / "t", "--", "--seed", "3")
-    assert res.returncode == 2 and "drop --out, --seed" in res.stderr and "Traceback" not in res.stderr
+    res = cli("bench", "sweep", "--grid", "tau=2", "--out", tmp_path / "t", "--", "--seed", "3",
+              f"--cache-dir={tmp_path}")
+    assert res.returncode == 2 and "drop --cache-dir, --seed" in res.stderr and "Traceback" not in res.stderr

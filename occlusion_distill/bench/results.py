@@ -25,6 +25,7 @@ from typing import Any
 
 from ..config import RunConfig
 from ..io import unpack_per_face, write_json, write_text
+from ..distillers.base import split_replica
 from .stats import mean_std, paired_t, per_face_test
 
 RESULTS = "results.jsonl"
@@ -119,13 +120,20 @@ class CellStats:
     vs_control: dict[str, Any] | None = None
 
     @property
+    def distiller_args(self) -> dict[str, Any]:
+        """The distiller's options as its first line's config gives them ({} without lines)."""
+        if not self.rows:
+            return {}
+        return (next(iter(self.rows.values())).get("config") or {}).get("distiller_args") or {}
+
+    @property
     def is_ensemble_control(self) -> bool:
         """``combined`` over ``finetune`` students only (``members=finetune,finetune:1``)."""
-        if self.distiller != "combined" or not self.rows:
+        if self.distiller != "combined":
             return False
-        members = (next(iter(self.rows.values())).get("config") or {}).get("distiller_args", {}).get("members")
+        members = self.distiller_args.get("members")
         names = members.split(",") if isinstance(members, str) else list(members or [])
-        return bool(names) and all(str(m).strip().split(":")[0] == "finetune" for m in names)
+        return bool(names) and all(split_replica(str(m).strip())[0] == "finetune" for m in names)
 
     @property
     def group(self) -> tuple[str, str, str]:
@@ -172,8 +180,10 @@ def collect(rows: list[dict[str, Any]]) -> list[CellStats]:
         if c.distiller == "finetune":
             c.per_face = {}
     for control in [c for c in out if c.is_ensemble_control]:
+        combine = control.distiller_args.get("combine", "head")  # a head against a head, an average against one
         for c in out:
-            if c.group == control.group and c.distiller == "combined" and not c.is_ensemble_control:
+            if c.group == control.group and c.distiller == "combined" and not c.is_ensemble_control \
+                    and c.distiller_args.get("combine", "head") == combine:
                 stats, per_face = _paired(c, control)
                 c.vs_control = {"control": control.label, **stats, "per_face": per_face}
     return out

@@ -141,8 +141,9 @@ def control_section(by_occ: dict[str, list[CellStats]]) -> list[str]:
     cells = [c for group in by_occ.values() for c in group if c.vs_control]
     if not cells:
         return []
+    sign = "" if cells[0].higher_is_better else " (negative is better)"
     lines = ["", "Against the ensemble control (the same head on two `finetune` students of the same teacher), "
-             "paired by seed, and on the same test faces seed by seed:", "",
+             f"paired by seed{sign}, and on the same test faces seed by seed:", "",
              "| occlusion | student | control | Δ (paired t-test) | same faces |", "|---|---|---|---:|---|"]
     for c in cells:
         v = c.vs_control

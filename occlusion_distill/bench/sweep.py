@@ -17,13 +17,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import numbers
 import shutil
 import statistics
 from pathlib import Path
 from typing import Any
 
 from ..config import RunConfig, _FIELDS
-from ..engine.stage import better_score
+from ..engine.stage import TrainingDiverged, better_score
 from ..errors import UsageError
 from ..io import write_json, write_text
 from ..protocol.pipeline import ProtocolRun
@@ -75,18 +76,44 @@ def settings_of(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 
 
 def config_for(base: RunConfig, setting: dict[str, Any], seed: int) -> RunConfig:
-    """``base`` with ``setting`` applied (run options replaced, other keys added to the distiller's
-    options) and ``seed``; a value the run or its distiller refuses raises its one-line ``UsageError``."""
-    run_options = {k: v for k, v in setting.items() if k in _FIELDS}
+    """``base`` with ``setting`` applied and ``seed``: a run option (``epochs`` sets both stages') replaces
+    the base's, any other key joins the distiller's options. Where the grid varies ``augment`` and not
+    ``teacher_outputs``, the teacher runs online exactly when faces are augmented, as ``run`` decides.
+    A value of the wrong type, or one the run or its distiller refuses, raises a one-line ``UsageError``."""
+    from ..data.augment import resolve_augment
+
+    setting = dict(setting)
+    if "epochs" in setting:
+        epochs = setting.pop("epochs")
+        setting.update(teacher_epochs=epochs, student_epochs=epochs)
+    defaults = RunConfig().to_dict()
+    run_options = {k: _checked(k, v, defaults[k]) for k, v in setting.items() if k in _FIELDS}
     distiller_args = {**base.distiller_args, **{k: v for k, v in setting.items() if k not in _FIELDS}}
     values = {**base.to_dict(), **run_options, "distiller_args": distiller_args, "seed": seed}
     if "augment" in run_options:
-        from ..data.augment import resolve_augment
-
         values["augment"] = resolve_augment(values["augment"])
-        if values["augment"]:
-            values["teacher_outputs"] = "online"
+        if "teacher_outputs" not in run_options:
+            values["teacher_outputs"] = "online" if values["augment"] else "cached"
     return RunConfig.from_dict(values)
+
+
+def _checked(key: str, value: Any, default: Any) -> Any:
+    """``value`` for run option ``key`` if it has the type of the option's default (an integral number for
+    a whole number; anything for an option whose default is None or a mapping, which the run checks)."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if isinstance(default, bool):
+        ok, kind = isinstance(value, bool), "true or false"
+    elif isinstance(default, int):
+        ok, kind = number and float(value).is_integer(), "whole number"
+    elif isinstance(default, float):
+        ok, kind = number, "number"
+    elif isinstance(default, str):
+        ok, kind = isinstance(value, str), "name"
+    else:
+        ok, kind = True, ""
+    if not ok:
+        raise UsageError(f"--grid {key}: {value!r} is not a {kind}")
+    return int(value) if kind == "whole number" else value
 
 
 def label(setting: dict[str, Any]) -> str:
@@ -130,12 +157,16 @@ def run_sweep(base: RunConfig, grid: dict[str, list[Any]], seeds: list[int], out
             bar.note(f"{label(settings[i])} seed {seed}")
             checkpoints = out / RESUME / digest
             run = ProtocolRun(cfg, reporter, cache, checkpoint_dir=checkpoints, discard_stale=True)
-            run.student()
             task = run.preflight().task
-            history = run.histories["student"]
+            try:
+                run.student()
+                history, failed = run.histories["student"], None
+            except TrainingDiverged as exc:  # a setting that diverges ranks last; the sweep goes on
+                history, failed = [], str(exc)
+                reporter.info(f"{label(settings[i])} seed {seed}: {exc}")
             lines.append({"setting": settings[i], "label": label(settings[i]), "seed": seed,
                           "metric": task.metric, "higher_is_better": task.higher_is_better,
-                          "val_occluded": _best_val(history, task), "history": history,
+                          "val_occluded": _best_val(history, task), "history": history, "failed": failed,
                           "config": cfg.to_dict(), "config_digest": digest})
             write_text(out / LINES, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
             shutil.rmtree(checkpoints, ignore_errors=True)

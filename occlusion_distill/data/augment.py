@@ -27,11 +27,11 @@ _LIMITS = {"translate": (0.0, 0.5, "of the image size"), "scale": (0.0, 0.5, "re
 
 def resolve_augment(options: dict[str, Any] | str | None) -> dict[str, float]:
     """``--augment`` as given -> every range, defaults filled in: ``"default"`` is ``DEFAULTS``; a dict
-    overrides some of them; None or ``{}`` (no augmentation) is ``{}``.
+    overrides some of them; None, ``{}``, False, "none" or "off" (no augmentation) is ``{}``.
 
     Raises ``UsageError`` (one line) for anything else, an unknown key or a value out of range.
     """
-    if options is None or (isinstance(options, dict) and not options):
+    if options is None or options is False or options in ("none", "off") or options == {}:
         return {}
     if options == "default":
         return dict(DEFAULTS)

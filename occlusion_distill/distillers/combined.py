@@ -73,7 +73,8 @@ class CombinedModel(nn.Module):
 
 
 class Combined(Distiller):
-    """Head on the joined embeddings of the frozen kd and triplet students (logistic / ridge)."""
+    """Head on the joined embeddings of frozen member students (logistic / ridge; by default kd and
+    triplet), or with ``combine=average`` the mean of their outputs; see the module docstring."""
 
     COMBINE = ("head", "average")
 
@@ -84,11 +85,12 @@ class Combined(Distiller):
         self.combine = combine
         if isinstance(members, str):
             members = [m.strip() for m in members.split(",")]
-        members = list(members)
-        try:
-            names = [split_replica(str(m))[0] for m in members]
+        try:  # "kd:01" is "kd:1": one spelling per student, in keys and duplicate checks
+            parsed = [split_replica(str(m).strip()) for m in members]
         except UsageError as exc:
             raise UsageError(f"combined: members: {exc}") from None
+        members = [f"{name}:{k}" if k else name for name, k in parsed]
+        names = [name for name, _ in parsed]
         if len(members) < 1 or "combined" in names or len(set(members)) < len(members):
             raise UsageError(f"combined: members must be other distillers, each once (a second of the same as "
                              f"NAME:1), e.g. kd,triplet or finetune,finetune:1, not {members!r}")
@@ -182,11 +184,14 @@ def _features(model: CombinedModel, images: torch.Tensor, device: torch.device) 
 
 @torch.no_grad()
 def _train_features(model: CombinedModel, ctx: "StageContext") -> tuple[torch.Tensor, torch.Tensor]:
-    """The members' embeddings of the occluded training faces (one fixed occlusion and flip per face)."""
+    """The members' embeddings of the occluded training faces (one fixed occlusion and flip per face; not
+    augmented, so that the head sees faces as validation and test faces are)."""
     train = ctx.train
     train.set_epoch(0)
-    need = (train.need_clean, train.need_occluded)
+    need, augment = (train.need_clean, train.need_occluded), getattr(train, "augment", None)
     train.need_clean, train.need_occluded = False, True
+    if augment is not None:
+        train.augment = None
     try:
         feats, targets = [], []
         for batch in DataLoader(train, batch_size=256, shuffle=False, num_workers=ctx.num_workers):
@@ -195,4 +200,6 @@ def _train_features(model: CombinedModel, ctx: "StageContext") -> tuple[torch.Te
             targets.append(batch["target"])
     finally:
         train.need_clean, train.need_occluded = need
+        if augment is not None:
+            train.augment = augment
     return torch.cat(feats), torch.cat(targets)

@@ -296,8 +296,10 @@ class ProtocolRun:
             for name, model, faces in models:
                 outputs = gathered_outputs(model, faces, self.device)
                 scores[name] = task.metrics(outputs, faces.targets)
-                outcome = task.per_face(outputs, faces.targets) if name in ("baseline", "student") else None
-                if outcome is not None:  # what paired tests on the same faces compare (bench summaries)
+                # what paired tests on the same faces compare (bench summaries): the student's alone, since
+                # the baseline is the student of the same seed's finetune run
+                outcome = task.per_face(outputs, faces.targets) if name == "student" else None
+                if outcome is not None:
                     per_face[name] = pack_per_face(task.per_face_kind, outcome)
                 bar.advance(1)
         finally:
