@@ -103,6 +103,27 @@ def test_triplet_distiller_trains_on_the_bank():
     assert dist.projection.weight.grad is not None
 
 
+@pytest.mark.parametrize("task_name", ["expression", "age"])
+def test_triplet_with_kd_adds_kds_term_to_its_own(task_name):
+    from occlusion_distill.distillers.kd import soft_target_term
+    from occlusion_distill.models.network import ModelOutput
+
+    task = registry("tasks").create(task_name)
+    task.output_dim = 1 if task.regression else 3
+    k = task.output_dim
+    plain = registry("distillers").create("triplet", task=task, bank_size=64)
+    both = registry("distillers").create("triplet", task=task, bank_size=64, kd=0.4, tau=2.0)
+    assert "kd" not in plain.hparams() and both.hparams()["kd"] == 0.4 and both.hparams()["tau"] == 2.0
+    for d in (plain, both):
+        d.prepare(student_dim=6, teacher_dim=6)
+    torch.manual_seed(0)
+    s, t = ModelOutput(torch.randn(16, k), torch.randn(16, 6)), ModelOutput(torch.randn(16, k), torch.randn(16, 6))
+    y = torch.rand(16) * 50 if task.regression else torch.randint(0, 3, (16,))
+    a, b = plain(s, y, t), both(s, y, t)
+    assert torch.allclose(b["triplet"], a["triplet"]) and torch.allclose(b["distill"], soft_target_term(task, s, t, 2.0))
+    assert torch.allclose(b["loss"], 0.6 * a["task"] + 0.4 * b["distill"] + plain.lambda_ * a["triplet"])
+
+
 @pytest.mark.parametrize("task_name, bad, error, message", [
     ("expression", dict(miner="hardest"), PluginError, "unknown miner 'hardest'; did you mean 'hard'"),
     ("expression", dict(positive="other"), UsageError, "triplet: positive must be 'same'"),
@@ -120,6 +141,8 @@ def test_triplet_distiller_trains_on_the_bank():
     ("age", dict(age_gap=float("nan")), UsageError, "triplet: age_gap must be a positive number (years), not nan"),
     ("expression", dict(normalize="no"), UsageError, "triplet: normalize must be true or false, not 'no'"),
     ("expression", dict(bank=64), UsageError, "unexpected keyword argument 'bank'; did you mean"),
+    ("expression", dict(kd=1.5), UsageError, "triplet: kd must be in [0, 1] (the weight of kd's loss), not 1.5"),
+    ("expression", dict(kd=0.5, tau=0), UsageError, "triplet: tau must be a positive number, not 0"),
 ])
 def test_triplet_rejects_each_bad_option_by_name(task_name, bad, error, message):
     with pytest.raises(error) as err:

@@ -23,6 +23,14 @@ def kd_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tau: float
     return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * tau * tau
 
 
+def soft_target_term(task: Task, student: ModelOutput, teacher: ModelOutput, tau: float) -> torch.Tensor:
+    """KD's distillation term: τ²·KL(softmax(t/τ) ‖ softmax(s/τ)); for regression, |s − t| in the task's
+    standardised units."""
+    if task.regression:
+        return F.l1_loss(student.logits.reshape(-1), teacher.logits.reshape(-1))
+    return kd_kl(student.logits, teacher.logits, tau)
+
+
 class SoftTargetKD(Distiller):
     """Soft-target KD: (1-λ)·task loss + λ·τ²·KL(teacher ‖ student); for age, λ·|student − teacher|."""
 
@@ -41,10 +49,6 @@ class SoftTargetKD(Distiller):
     def compute_loss(self, student: ModelOutput, targets: torch.Tensor,
                      teacher: ModelOutput | None) -> dict[str, torch.Tensor]:
         task_loss = self.task.loss(student.logits, targets)
-        if self.task.regression:
-            # Regression form: distance to the teacher's prediction, in the task's standardised units.
-            distill = F.l1_loss(student.logits.reshape(-1), teacher.logits.reshape(-1))
-        else:
-            distill = kd_kl(student.logits, teacher.logits, self.tau)
+        distill = soft_target_term(self.task, student, teacher, self.tau)
         loss = (1.0 - self.lambda_) * task_loss + self.lambda_ * distill
         return {"loss": loss, "task": task_loss, "distill": distill}

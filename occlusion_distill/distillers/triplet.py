@@ -9,6 +9,9 @@ student embeddings (``mining.py``). The mean runs over anchors that have a valid
 paper's Σ differs from it only by the batch size, which λ absorbs. When the student's embedding size
 differs from the teacher's, a linear projection (trained with the student) maps it across. Embeddings
 are L2-normalised by default, so α is in units of the unit sphere.
+
+``kd=w`` (default 0) also trains the same student with ``kd``'s soft targets, one student with both
+losses at once: ``(1-w)·task + w·τ²·KL(t ‖ s) + λ·triplet`` (for age, ``w·|s − t|`` as ``kd`` does).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..models.network import ModelOutput
 from ..registry import registry
 from ..tasks.base import Task
 from .base import Distiller
+from .kd import soft_target_term
 from .mining import BankIndex, MemoryBank
 
 if TYPE_CHECKING:
@@ -52,8 +56,13 @@ class TripletKD(Distiller):
 
     def __init__(self, task: Task, lambda_: float = 0.1, margin: float = 0.2, normalize: bool = True,
                  miner: str = "hard", bank_size: int = 4096, index: str = "auto", age_gap: float = 10.0,
-                 positive: str = "same"):
+                 positive: str = "same", kd: float = 0.0, tau: float = 4.0):
         super().__init__(task)
+        if not _finite(kd) or not 0.0 <= kd <= 1.0:
+            raise UsageError(f"triplet: kd must be in [0, 1] (the weight of kd's loss), not {kd!r}")
+        if not _finite(tau) or tau <= 0:
+            raise UsageError(f"triplet: tau must be a positive number, not {tau!r}")
+        self.kd, self.tau = float(kd), float(tau)
         # a NaN would pass a plain ``< 0`` test and make every loss NaN; a string would fail deep in the loss
         for name, value in (("lambda", lambda_), ("margin", margin)):
             if not _finite(value) or value < 0:
@@ -81,9 +90,12 @@ class TripletKD(Distiller):
         self._seed = 0
 
     def hparams(self) -> dict[str, Any]:
-        return {"lambda": self.lambda_, "margin": self.margin, "normalize": self.normalize, "miner": self.miner_name,
-                "bank_size": self.bank_size, "index": self.index_kind, "age_gap": self.age_gap,
-                "positive": self.positive}
+        out = {"lambda": self.lambda_, "margin": self.margin, "normalize": self.normalize, "miner": self.miner_name,
+               "bank_size": self.bank_size, "index": self.index_kind, "age_gap": self.age_gap,
+               "positive": self.positive}
+        if self.kd:  # only when used: the keys of plain triplet students stay as they were
+            out.update(kd=self.kd, tau=self.tau)
+        return out
 
     def prepare(self, student_dim: int, teacher_dim: int, cuda: bool = False, seed: int = 0) -> None:
         """Before training: the projection when sizes differ, an empty bank, and the miner's and the
@@ -150,8 +162,12 @@ class TripletKD(Distiller):
         trip = triplet_loss(anchor, positive, negative, self.margin, valid)
         # under torchrun every rank's anchors enter every rank's bank: negatives come from the whole batch
         self.index.update(self.bank.add(ddp.all_gather_rows(a_np), ddp.all_gather_rows(labels)))
-        loss = task_loss + self.lambda_ * trip
-        return {"loss": loss, "task": task_loss, "triplet": trip, "mined": torch.tensor(float(found.mean()))}
+        terms = {"task": task_loss, "triplet": trip, "mined": torch.tensor(float(found.mean()))}
+        if self.kd:
+            distill = soft_target_term(self.task, student, teacher, self.tau)
+            terms["distill"] = distill
+            return {"loss": (1.0 - self.kd) * task_loss + self.kd * distill + self.lambda_ * trip, **terms}
+        return {"loss": task_loss + self.lambda_ * trip, **terms}
 
 
 def _finite(value: Any) -> bool:
