@@ -353,3 +353,17 @@ def test_combined_average_is_the_mean_of_its_members(tmp_path, task):
 
     with pytest.raises(UsageError, match="combine must be head or average"):
         registry("distillers").create("combined", task=protocol.preflight().task, combine="vote")
+
+
+def test_stored_weights_of_another_network_are_one_line(tmp_path):
+    from occlusion_distill.errors import RunFailed
+    from occlusion_distill.protocol import ProtocolRun
+
+    cfg = RunConfig.from_options("smoke", dataset_args=SMALL)
+    cache = ModelCache(tmp_path / "cache")
+    run = ProtocolRun(cfg, cache=cache)
+    cache.put("teachers", run.teacher_key, {"backbone.other.weight": torch.zeros(2)}, [])
+    with pytest.raises(RunFailed, match=r"stage 'teacher': the model stored in the run cache does not fit this "
+                                        r"network \(.*\); it was made by another version") as err:
+        run.teacher()
+    assert "\n" not in str(err.value)

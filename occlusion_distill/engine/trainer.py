@@ -65,6 +65,14 @@ def predict(model: nn.Module, images: torch.Tensor, device: torch.device, batch_
     return torch.cat(outs).numpy()
 
 
+def mismatch_message(what: str, exc: RuntimeError) -> str:
+    """One line for stored weights that do not fit the network they are loaded into: the first of
+    PyTorch's complaints, and what to do."""
+    detail = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
+    return (f"{what} does not fit this network ({detail[:160]}); it was made by another version of the "
+            f"network: start the run afresh (--overwrite) or use another --cache-dir")
+
+
 def gathered_outputs(model: nn.Module, data: EvalSet, device: torch.device) -> np.ndarray:
     """(N, output_dim) float32 outputs of ``model`` on every face of ``data``. Under torchrun each rank
     predicts a contiguous share of the faces and the shares are gathered, so every rank holds all of them."""
@@ -242,7 +250,10 @@ class StageTrainer:
         if saved.get("world_size", 1) != self.world:
             raise UsageError(f"stage '{ctx.stage}' was checkpointed on {saved.get('world_size', 1)} process(es); "
                              f"resume it on as many (now {self.world})")
-        self.model.load_state_dict(saved["model"])
+        try:
+            self.model.load_state_dict(saved["model"])
+        except RuntimeError as exc:  # same key, another network: a backbone whose defaults changed since
+            raise RunFailed(mismatch_message(f"stage '{ctx.stage}': its checkpoint", exc)) from None
         self.optimizer.load_state_dict(saved["optimizer"])
         self.scheduler.load_state_dict(saved["scheduler"])
         self.scaler.load_state_dict(saved["scaler"])

@@ -30,7 +30,8 @@ from ..distillers.finetune import Finetune
 from ..engine import distributed as ddp
 from ..engine.cache import ModelCache
 from ..engine.stage import EvalSet, StageContext, TeacherTable
-from ..engine.trainer import fit, gathered_outputs, resolve_amp, resolve_device, seed_everything
+from ..engine.trainer import (fit, gathered_outputs, mismatch_message, resolve_amp, resolve_device,
+                              seed_everything)
 from ..errors import OccdistillError, RunFailed
 from ..io import atomic_torch_save, pack_per_face
 from ..models.network import FaceModel, build_model
@@ -353,7 +354,10 @@ class ProtocolRun:
         hit, source = self.stages.get(stage, kind, key)
         if hit is not None:
             model = template()
-            model.load_state_dict(hit["state_dict"])
+            try:
+                model.load_state_dict(hit["state_dict"])
+            except RuntimeError as exc:
+                raise RunFailed(mismatch_message(f"stage '{stage}': the model stored in {source}", exc)) from None
             self.histories[stage] = hit["history"]
             self.reporter.info(f"{stage}: reused from {source}")
         else:
