@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Issue 19: the validation sweeps that choose the `standard` suite's settings, on seed 100 (the suite
+# itself runs seeds 0-2, which no sweep looks at). Each sweep ranks settings by the student's best
+# occluded validation score and scores only the chosen one on test faces; rerunning continues. FER+ and
+# UTKFace prepared once with `occdistill data prepare` (see benchmarks/suites/standard.yaml).
+#   PREPARED=prepared CACHE=runs/standard-cache bash benchmarks/standard_sweeps.sh
+set -euo pipefail
+PREPARED=${PREPARED:-prepared}
+CACHE=${CACHE:-runs/standard-cache}
+OUT=benchmarks/results/standard-sweeps
+RUN=(--backbone simple-cnn --image-size 48 --teacher-epochs 12 --student-epochs 8 --batch-size 64)
+FER=(--dataset ferplus --data "$PREPARED/ferplus" --task expression)
+sweep() {  # NAME GRID... -- RUN_OPTIONS...
+    local name=$1; shift
+    occdistill bench sweep --seeds 100 --out "$OUT/$name" --cache-dir "$CACHE" --quiet "$@"
+}
+# 1. finetune's own learning rate, so that the baseline is as good as its recipe allows
+sweep ferplus-upper-half-finetune --grid student_lr=3e-4,1e-3,3e-3 -- "${RUN[@]}" "${FER[@]}" \
+    --occlusion upper-half --distiller finetune
+# (sweeps 2 and 3 run at the toolkit's default student lr until sweep 1 has chosen one; then add its
+# choice to RUN, so that every distiller gets the baseline's recipe)
+# 2. kd: the weight of the soft targets (1 = pure function matching) and the temperature
+sweep ferplus-upper-half-kd --grid lambda=0.5,0.9,1.0 --grid tau=2,4 -- "${RUN[@]}" "${FER[@]}" \
+    --occlusion upper-half --distiller kd
+# 3. triplet: its weight and the positive
+sweep ferplus-upper-half-triplet --grid lambda=0.05,0.1,0.3 --grid positive=same,class -- "${RUN[@]}" \
+    "${FER[@]}" --occlusion upper-half --distiller triplet
