@@ -5,7 +5,9 @@ one-cycle schedule), trained by ``occdistill run``: 4 epochs (``dlib_first_resul
 (the same command with ``--teacher-epochs 10``). Both are read from the run cache; nothing is trained
 here. Each gets its validation scores on clean and on occluded faces. The one with the higher clean
 validation accuracy (the teacher's own objective, the epoch its run kept) is chosen, and only the chosen
-one is scored on the test faces. One JSON line per teacher, made with
+one is scored on the test faces. Beside them, the from-scratch ``simple-cnn`` teacher on the same
+10-epoch schedule at 48 px (the toolkit's default learning rate), fixed in advance as the comparison and
+scored on both splits. One JSON line per teacher, made with
 
     python benchmarks/dlib_teacher_length.py CACHE_DIR > benchmarks/results/dlib-first-result/teacher-length.jsonl
 
@@ -21,35 +23,39 @@ from occlusion_distill.engine.trainer import evaluate
 from occlusion_distill.protocol.pipeline import ProtocolRun
 
 # what each teacher's `occdistill run` resolved to; the 4-epoch one named its norm, the default since
-CANDIDATES = {"4 epochs": {"teacher_epochs": 4, "backbone_args": {"norm": "batchnorm"}},
-              "10 epochs": {"teacher_epochs": 10, "backbone_args": {}}}
+DLIB = {"backbone": "dlib-resnet29", "pretrained": True, "image_size": 112, "lr": 1e-4, "student_lr": 1e-4}
+CANDIDATES = {"dlib-resnet29, 4 epochs": {**DLIB, "teacher_epochs": 4, "backbone_args": {"norm": "batchnorm"}},
+              "dlib-resnet29, 10 epochs": {**DLIB, "teacher_epochs": 10}}
+REFERENCE = {"simple-cnn, 10 epochs": {"backbone": "simple-cnn", "image_size": 48, "teacher_epochs": 10}}
 
 
-def config(teacher_epochs: int, backbone_args: dict) -> RunConfig:
+def config(**options) -> RunConfig:
     data = os.path.abspath(os.environ.get("FERPLUS", "/work/prepared/ferplus"))
-    return RunConfig.from_options(
-        "default", task="expression", occlusion="upper-half", distiller="kd", backbone="dlib-resnet29",
-        dataset="ferplus", dataset_args={"data": data}, image_size=112, teacher_epochs=teacher_epochs,
-        student_epochs=4, lr=1e-4, student_lr=1e-4, seed=0, pretrained=True, backbone_args=backbone_args)
+    return RunConfig.from_options("default", task="expression", occlusion="upper-half", distiller="kd",
+                                  dataset="ferplus", dataset_args={"data": data}, student_epochs=4, seed=0,
+                                  **options)
+
+
+def scores(name: str, options: dict, cache_dir: str, test: bool) -> dict:
+    run = ProtocolRun(config(**options), cache=ModelCache(cache_dir))
+    if run.stages.get("teacher", "teachers", run.teacher_key)[0] is None:
+        sys.exit(f"the {name} teacher is not in {cache_dir}: train it with occdistill run first")
+    teacher, data, task = run.teacher(), run.load_data(), run.parts.task
+    row = {"teacher": name, "val_clean": evaluate(teacher, data.val_clean, task, run.device),
+           "val_occluded": evaluate(teacher, data.val_occluded, task, run.device),
+           "history": run.histories.get("teacher"), "config": run.cfg.to_dict()}
+    if test:
+        row.update(test_clean=evaluate(teacher, data.test_clean, task, run.device),
+                   test_occluded=evaluate(teacher, data.test_occluded, task, run.device))
+    return row
 
 
 def main(cache_dir: str) -> None:
-    runs, rows = {}, {}
-    for name, options in CANDIDATES.items():
-        run = ProtocolRun(config(**options), cache=ModelCache(cache_dir))
-        if run.stages.get("teacher", "teachers", run.teacher_key)[0] is None:
-            sys.exit(f"the {name} teacher is not in {cache_dir}: train it with occdistill run first")
-        teacher, data, task = run.teacher(), run.load_data(), run.parts.task
-        runs[name] = run
-        rows[name] = {"teacher": name, "val_clean": evaluate(teacher, data.val_clean, task, run.device),
-                      "val_occluded": evaluate(teacher, data.val_occluded, task, run.device),
-                      "history": run.histories.get("teacher"), "config": run.cfg.to_dict()}
+    rows = {name: scores(name, options, cache_dir, test=False) for name, options in CANDIDATES.items()}
     chosen = max(rows, key=lambda n: rows[n]["val_clean"]["accuracy"])
-    run = runs[chosen]
-    teacher, data, task = run.teacher(), run.load_data(), run.parts.task
-    rows[chosen].update(chosen_on_validation=True,
-                        test_clean=evaluate(teacher, data.test_clean, task, run.device),
-                        test_occluded=evaluate(teacher, data.test_occluded, task, run.device))
+    rows[chosen] = {**scores(chosen, CANDIDATES[chosen], cache_dir, test=True), "chosen_on_validation": True}
+    for name, options in REFERENCE.items():
+        rows[name] = {**scores(name, options, cache_dir, test=True), "reference": True}
     for row in rows.values():
         print(json.dumps(row), flush=True)
 
