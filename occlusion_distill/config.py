@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from .errors import UsageError
+from .errors import UsageError, check_number
 
 #: the backbone a run gets when none is named; a string, so that the config needs no model code
 DEFAULT_BACKBONE = "simple-cnn"
@@ -24,6 +25,39 @@ PRESETS: dict[str, dict[str, Any]] = {
         "synthfaces": {"n_train": 5000, "n_val": 600, "n_test": 1500},
     },
 }
+
+
+#: the ranges ``--augment default`` stands for: the usual small shift, scale and roll of face crops and a
+#: mild photometric change
+AUGMENT_DEFAULTS: dict[str, float] = {"translate": 0.08, "scale": 0.1, "rotate": 10.0, "brightness": 0.2,
+                                      "contrast": 0.2}
+_AUGMENT_LIMITS = {"translate": (0.0, 0.5, "of the image size"), "scale": (0.0, 0.5, "relative"),
+                   "rotate": (0.0, 180.0, "degrees"), "brightness": (0.0, 1.0, "of full range"),
+                   "contrast": (0.0, 1.0, "relative")}
+
+
+def resolve_augment(options: dict[str, Any] | str | None) -> dict[str, float]:
+    """``--augment`` as given -> every range, defaults filled in: ``"default"`` is ``AUGMENT_DEFAULTS``; a
+    dict overrides some of them; None, ``{}``, False, "none" or "off" (no augmentation) is ``{}``.
+
+    Raises ``UsageError`` (one line) for anything else, an unknown key or a value out of range.
+    """
+    if options is None or options is False or options in ("none", "off") or options == {}:
+        return {}
+    if options == "default":
+        return dict(AUGMENT_DEFAULTS)
+    if not isinstance(options, dict):
+        raise UsageError(f"augment must be 'default' or a mapping of {', '.join(AUGMENT_DEFAULTS)}, not {options!r}")
+    unknown = sorted(set(options) - set(AUGMENT_DEFAULTS))
+    if unknown:
+        hint = next(iter(difflib.get_close_matches(unknown[0], AUGMENT_DEFAULTS, n=1, cutoff=0.6)), None)
+        raise UsageError(f"augment: unknown option '{unknown[0]}'{f'; did you mean {hint!r}?' if hint else ''} "
+                         f"(options: {', '.join(AUGMENT_DEFAULTS)})")
+    out = dict(AUGMENT_DEFAULTS)
+    for name, value in options.items():
+        lo, hi, unit = _AUGMENT_LIMITS[name]
+        out[name] = check_number(value, name, lo, hi, plugin="augment", unit=unit)
+    return out
 
 
 @dataclass(frozen=True)
@@ -63,8 +97,6 @@ class RunConfig:
     def __post_init__(self) -> None:
         # one form for the same augmentation in every key ("default", a partial dict: all its ranges)
         if self.augment != {}:
-            from .data.augment import resolve_augment
-
             object.__setattr__(self, "augment", resolve_augment(self.augment))
 
     @classmethod
@@ -83,8 +115,6 @@ class RunConfig:
         values.update({k: v for k, v in options.items() if v is not None})
         values["dataset_args"] = dataset_args
         if "augment" in values:
-            from .data.augment import resolve_augment
-
             values["augment"] = resolve_augment(values["augment"])
             if values["augment"]:  # a clean view drawn afresh each epoch has no outputs to compute once
                 values.setdefault("teacher_outputs", "online")

@@ -80,7 +80,7 @@ def config_for(base: RunConfig, setting: dict[str, Any], seed: int) -> RunConfig
     the base's, any other key joins the distiller's options. Where the grid varies ``augment`` and not
     ``teacher_outputs``, the teacher runs online exactly when faces are augmented, as ``run`` decides.
     A value of the wrong type, or one the run or its distiller refuses, raises a one-line ``UsageError``."""
-    from ..data.augment import resolve_augment
+    from ..config import resolve_augment
 
     setting = dict(setting)
     if "epochs" in setting:

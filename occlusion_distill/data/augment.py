@@ -9,45 +9,10 @@ and the occluder stays on the face. The transforms are albumentations' ``Affine`
 
 from __future__ import annotations
 
-import difflib
-from typing import Any
-
 import numpy as np
 
-from ..errors import UsageError
-from ..occlusions.base import check_number
-
-#: the ranges ``--augment default`` stands for: the usual small shift, scale and roll of face crops and a
-#: mild photometric change
-DEFAULTS: dict[str, float] = {"translate": 0.08, "scale": 0.1, "rotate": 10.0, "brightness": 0.2, "contrast": 0.2}
-_LIMITS = {"translate": (0.0, 0.5, "of the image size"), "scale": (0.0, 0.5, "relative"),
-           "rotate": (0.0, 180.0, "degrees"), "brightness": (0.0, 1.0, "of full range"),
-           "contrast": (0.0, 1.0, "relative")}
-
-
-def resolve_augment(options: dict[str, Any] | str | None) -> dict[str, float]:
-    """``--augment`` as given -> every range, defaults filled in: ``"default"`` is ``DEFAULTS``; a dict
-    overrides some of them; None, ``{}``, False, "none" or "off" (no augmentation) is ``{}``.
-
-    Raises ``UsageError`` (one line) for anything else, an unknown key or a value out of range.
-    """
-    if options is None or options is False or options in ("none", "off") or options == {}:
-        return {}
-    if options == "default":
-        return dict(DEFAULTS)
-    if not isinstance(options, dict):
-        raise UsageError(f"augment must be 'default' or a mapping of {', '.join(DEFAULTS)}, not {options!r}")
-    unknown = sorted(set(options) - set(DEFAULTS))
-    if unknown:
-        hint = next(iter(difflib.get_close_matches(unknown[0], DEFAULTS, n=1, cutoff=0.6)), None)
-        raise UsageError(f"augment: unknown option '{unknown[0]}'{f'; did you mean {hint!r}?' if hint else ''} "
-                         f"(options: {', '.join(DEFAULTS)})")
-    out = dict(DEFAULTS)
-    for name, value in options.items():
-        lo, hi, unit = _LIMITS[name]
-        out[name] = check_number(value, name, lo, hi, plugin="augment", unit=unit)
-    return out
-
+from ..config import AUGMENT_DEFAULTS as DEFAULTS
+from ..config import resolve_augment
 
 class FaceAugment:
     """Random affine (shift, isotropic scale, rotation about the centre) and brightness / contrast jitter.

@@ -9,8 +9,6 @@ occlusion can sit anywhere in an ``A.Compose([...], keypoint_params=...)``.
 
 from __future__ import annotations
 
-import math
-import numbers
 import sys
 import warnings
 from typing import Any, Iterable, Optional, Sequence, Tuple
@@ -19,6 +17,7 @@ import albumentations as A
 import numpy as np
 
 from ..errors import DataError, UsageError
+from ..errors import check_number as _check_number
 from . import raster
 
 #: what ``Occlusion.render`` returns: the (y0, y1, x0, x1) box, its (y1 - y0, x1 - x0) uint8 alpha and
@@ -64,22 +63,8 @@ def check_fill_mask(fill_mask: Any) -> float | tuple[float, ...] | None:
     return tuple(values) if isinstance(fill_mask, (list, tuple)) else fill_mask
 
 
-def check_number(value: Any, option: str, lo: float | None = None, hi: float | None = None, *, plugin: str,
-                 integer: bool = False, unit: str = "") -> float | int:
-    """``value`` as a float (an int with ``integer``) in [lo, hi] (None: unbounded), or a one-line ``UsageError``.
-
-    Rejects bools (``True`` is not 1 eye distance), strings, NaN and values out of range; with
-    ``integer``, also non-integral numbers (2.0 is accepted as 2). The message names the plugin and the
-    option, and ``unit`` (say "eye distances") is shown after the range.
-    """
-    ok = isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_)) and not math.isnan(value) \
-        and (lo is None or value >= lo) and (hi is None or value <= hi) \
-        and (not integer or float(value).is_integer())
-    if not ok:
-        bounds = f"in [{'-inf' if lo is None else f'{lo:g}'}, {'inf' if hi is None else f'{hi:g}'}]"
-        kind = "an integer " if integer else ""
-        raise UsageError(f"{plugin}: {option} must be {kind}{bounds}{f' ({unit})' if unit else ''}, not {value!r}")
-    return int(value) if integer else float(value)
+#: the number check lives in ``errors`` (run options use it too); plugins import it from here
+check_number = _check_number
 
 
 def check_choices(value: Any, choices: Iterable[str], option: str, *, plugin: str, item: str | None = None
