@@ -137,6 +137,9 @@ def _augment(ctx: click.Context, param: click.Parameter, value: tuple[str, ...])
               help="Train every stage on shifted, scaled, rotated and jittered faces, the occluder drawn at the "
                    "moved landmarks: 'default', or ranges to change (repeatable): translate=0.08 scale=0.1 "
                    "rotate=10 brightness=0.2 contrast=0.2. The teacher then runs online.")
+@click.option("--mix", default=None, metavar="mixup|cutmix[=ALPHA]|none",
+              help="Mix the students' batches, the clean and the occluded view with one draw and the targets "
+                   "alike: mixup (alpha 0.4) or cutmix (alpha 1.0), e.g. mixup=0.2. The teacher then runs online.")
 @click.option("--checkpoint-every", type=click.IntRange(min=0), default=None, metavar="STEPS",
               help="Also save each stage's state every STEPS steps [default: at the end of each epoch only].")
 @click.option("--amp", type=click.Choice(["auto", "bf16", "fp16", "off"]), default=None,
@@ -160,7 +163,7 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
             lr: float | None, student_lr: float | None, seed: int, device: str, pretrained: bool,
             weights: str | None, num_workers: int | None, no_flip: bool, teacher_outputs: str | None,
             occlusion_args: dict, distiller_args: dict, dataset_args: dict, backbone_args: dict,
-            augment: dict | str | None, checkpoint_every: int | None, amp: str | None, compile_: bool,
+            augment: dict | str | None, mix: str | None, checkpoint_every: int | None, amp: str | None, compile_: bool,
             out: Path | None, overwrite: bool,
             resume: Path | None,
             cache_dir: Path | None, no_cache: bool, quiet: bool) -> None:
@@ -217,7 +220,7 @@ def _run_config(params: dict[str, Any]) -> RunConfig:
         flip=False if p["no_flip"] else None, teacher_outputs=p["teacher_outputs"],
         checkpoint_every=p["checkpoint_every"], amp=p["amp"], compile=p["compile_"] or None,
         occlusion_args=p["occlusion_args"], distiller_args=p["distiller_args"], dataset_args=dataset_args,
-        backbone_args=p["backbone_args"], augment=p["augment"])
+        backbone_args=p["backbone_args"], augment=p["augment"], mix=p["mix"])
 
 
 @cli.command("preview")

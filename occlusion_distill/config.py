@@ -60,6 +60,32 @@ def resolve_augment(options: dict[str, Any] | str | None) -> dict[str, float]:
     return out
 
 
+#: ``--mix`` modes and the α of the Beta(α, α) their coefficient is drawn from when none is given: mixup 0.4
+#: (Zhang et al., ICLR 2018, the top of their ImageNet range), CutMix 1.0 (Yun et al., ICCV 2019)
+MIX_DEFAULTS: dict[str, float] = {"mixup": 0.4, "cutmix": 1.0}
+
+
+def resolve_mix(value: dict[str, Any] | str | None) -> dict[str, Any]:
+    """``--mix`` as given -> ``{"mode": ..., "alpha": ...}``: "mixup", "cutmix", "mixup=0.2", or such a
+    mapping; None, ``{}``, False, "none" or "off" (no mixing) is ``{}``. Raises ``UsageError`` (one line)
+    for an unknown mode or an α that is not a positive number."""
+    if value is None or value is False or value in ("none", "off") or value == {}:
+        return {}
+    if isinstance(value, str):
+        mode, sep, alpha = value.partition("=")
+        value = {"mode": mode.strip(), **({"alpha": alpha.strip()} if sep else {})}
+    if not isinstance(value, dict) or set(value) - {"mode", "alpha"} or value.get("mode") not in MIX_DEFAULTS:
+        raise UsageError(f"mix must be {', '.join(MIX_DEFAULTS)} or none, optionally with =ALPHA (mixup=0.2), "
+                         f"not {value!r}")
+    alpha = value.get("alpha", MIX_DEFAULTS[value["mode"]])
+    if isinstance(alpha, str):
+        try:
+            alpha = float(alpha)
+        except ValueError:
+            raise UsageError(f"mix: alpha must be a number, not {alpha!r}") from None
+    return {"mode": value["mode"], "alpha": check_number(alpha, "alpha", 1e-3, 100.0, plugin="mix", unit="Beta(α, α)")}
+
+
 @dataclass(frozen=True)
 class RunConfig:
     task: str = "expression"
@@ -93,11 +119,15 @@ class RunConfig:
     backbone_args: dict[str, Any] = field(default_factory=dict)  # keyword arguments of the backbone's constructor
     # training augmentation of every stage (data.augment.FaceAugment's ranges, all of them); {}: flips only
     augment: dict[str, Any] = field(default_factory=dict)
+    # the students' batches mixed, clean and occluded views alike (data.mixing.PairMix); {}: no mixing
+    mix: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # one form for the same augmentation in every key ("default", a partial dict: all its ranges)
         if self.augment != {}:
             object.__setattr__(self, "augment", resolve_augment(self.augment))
+        if self.mix != {}:
+            object.__setattr__(self, "mix", resolve_mix(self.mix))
 
     @classmethod
     def from_options(cls, preset: str = "default", **options: Any) -> "RunConfig":
@@ -117,6 +147,10 @@ class RunConfig:
         if "augment" in values:
             values["augment"] = resolve_augment(values["augment"])
             if values["augment"]:  # a clean view drawn afresh each epoch has no outputs to compute once
+                values.setdefault("teacher_outputs", "online")
+        if "mix" in values:
+            values["mix"] = resolve_mix(values["mix"])
+            if values["mix"]:  # nor has a mixed one
                 values.setdefault("teacher_outputs", "online")
         cfg = cls(**values)
         cfg.validate()
@@ -141,6 +175,9 @@ class RunConfig:
             if self.teacher_outputs == "cached":
                 raise UsageError("--augment draws a new clean view every epoch, so the teacher's outputs cannot "
                                  "be cached: use --teacher-outputs online (the default with --augment)")
+        if self.mix and self.teacher_outputs == "cached":
+            raise UsageError("--mix mixes the clean faces the teacher sees in every batch, so its outputs cannot be "
+                             "cached: use --teacher-outputs online (the default with --mix)")
         if self.checkpoint_every < 0:
             raise UsageError(f"checkpoint-every must be >= 0 steps, not {self.checkpoint_every}")
         if self.amp not in ("auto", "off", "bf16", "fp16"):

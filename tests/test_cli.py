@@ -34,6 +34,9 @@ def test_version(cli):
     (["--augment", "rotation=5"], ["unknown option 'rotation'", "did you mean 'rotate'"], 2),
     (["--augment", "scale=0.9"], ["augment: scale must be in [0, 0.5]"], 2),
     (["--augment", "default", "--teacher-outputs", "cached"], ["use --teacher-outputs online"], 2),
+    (["--mix", "mixupp"], ["mix must be mixup, cutmix or none"], 2),
+    (["--mix", "cutmix=-1"], ["mix: alpha must be in"], 2),
+    (["--mix", "mixup", "--teacher-outputs", "cached"], ["--mix mixes the clean faces", "online"], 2),
     (["--no-such-option"], ["No such option"], 2),
 ])
 def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, args, fragments, code):

@@ -161,6 +161,10 @@ def test_other_numerics_settings_change_the_keys_and_idle_ones_do_not():
     t, b, s = _keys(augment={"rotate": 5})
     assert t != t0 and b != b0 and s != s0 and t["augment"]["rotate"] == 5 and s["teacher_outputs"] == "online"
     assert "augment" not in t0 and "augment" not in s0
+    # mixing is the students' alone: the teacher's key stays, the baseline's and students' change
+    t, b, s = _keys(mix="cutmix")
+    assert t == t0 and b != b0 and s != s0 and s["mix"] == {"mode": "cutmix", "alpha": 1.0}
+    assert s["teacher_outputs"] == "online" and "mix" not in b0
 
 
 def test_committed_suite_results_are_still_recognised():

@@ -51,6 +51,11 @@ def test_run_options_are_checked_and_epochs_sets_both_stages():
     online = config_for(RunConfig.from_options("smoke", augment="default"), {"augment": None}, seed=0)
     assert online.augment == {} and online.teacher_outputs == "cached"
     assert config_for(base, {"augment": "off"}, seed=0).augment == {}
+    # so for mixing; and either keeps the teacher online while the other is on
+    mixed = config_for(base, {"mix": "mixup=0.2"}, seed=0)
+    assert mixed.mix == {"mode": "mixup", "alpha": 0.2} and mixed.teacher_outputs == "online"
+    assert config_for(mixed, {"mix": "none"}, seed=0).teacher_outputs == "cached"
+    assert config_for(mixed, {"augment": "off"}, seed=0).teacher_outputs == "online"
 
 
 def test_a_diverging_setting_ranks_last_and_the_sweep_goes_on(tmp_path, monkeypatch):

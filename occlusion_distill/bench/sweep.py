@@ -78,9 +78,10 @@ def settings_of(grid: dict[str, list[Any]]) -> list[dict[str, Any]]:
 def config_for(base: RunConfig, setting: dict[str, Any], seed: int) -> RunConfig:
     """``base`` with ``setting`` applied and ``seed``: a run option (``epochs`` sets both stages') replaces
     the base's, any other key joins the distiller's options. Where the grid varies ``augment`` and not
-    ``teacher_outputs``, the teacher runs online exactly when faces are augmented, as ``run`` decides.
+    ``teacher_outputs``, the teacher runs online exactly when faces are augmented, as ``run`` decides; so
+    for ``mix``.
     A value of the wrong type, or one the run or its distiller refuses, raises a one-line ``UsageError``."""
-    from ..config import resolve_augment
+    from ..config import resolve_augment, resolve_mix
 
     setting = dict(setting)
     if "epochs" in setting:
@@ -92,8 +93,10 @@ def config_for(base: RunConfig, setting: dict[str, Any], seed: int) -> RunConfig
     values = {**base.to_dict(), **run_options, "distiller_args": distiller_args, "seed": seed}
     if "augment" in run_options:
         values["augment"] = resolve_augment(values["augment"])
-        if "teacher_outputs" not in run_options:
-            values["teacher_outputs"] = "online" if values["augment"] else "cached"
+    if "mix" in run_options:
+        values["mix"] = resolve_mix(values["mix"])
+    if ("augment" in run_options or "mix" in run_options) and "teacher_outputs" not in run_options:
+        values["teacher_outputs"] = "online" if values["augment"] or values["mix"] else "cached"
     return RunConfig.from_dict(values)
 
 

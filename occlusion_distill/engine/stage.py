@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ..data.mixing import PairMix
 from ..data.paired import PairedFaces
 from ..errors import RunFailed
 from ..models.network import FaceModel, ModelOutput
@@ -75,6 +76,8 @@ class StageContext:
     checkpoint: StageCheckpoint | None = None
     amp: str = "off"  # off, auto, bf16, fp16
     compile: bool = False
+    #: mixes each training batch's views and targets with one draw (``data.mixing.PairMix``); None: no mixing
+    mix: PairMix | None = None
     #: the engine's training function, ``trainer(ctx, criterion) -> model``; the protocol sets it
     trainer: Callable[["StageContext", nn.Module], FaceModel] | None = None
 

@@ -214,8 +214,9 @@ class StageTrainer:
         if layers:
             self.tap = FeatureTap(layers, self.model, teacher if self.uses_teacher else None)
         # the feature maps of the teacher exist only when it runs: declared layers mean online outputs
+        # and a mixed batch's clean view is new: no stored output fits it
         online = getattr(criterion, "teacher_outputs", "cached") == "online" or bool(layers) \
-            or ctx.teacher_outputs == "online"
+            or ctx.teacher_outputs == "online" or ctx.mix is not None
         self.table = None
         if self.uses_teacher and not online and getattr(ctx.train, "deterministic_clean", False):
             self.table = ctx.teacher_table() if ctx.teacher_table is not None else TeacherTable(teacher, ctx.train, device)
@@ -337,7 +338,10 @@ class StageTrainer:
         if first_batch == 0:
             self.sums = {}
         self.model.train()
+        views = (ctx.view, "clean") if ctx.view != "clean" and ctx.train.need_clean else (ctx.view,)
         for b, batch in enumerate(self._loader(epoch, first_batch), start=first_batch):
+            if ctx.mix is not None:
+                batch = ctx.mix(batch, views, epoch, b)
             x = batch[ctx.view].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
             y = batch["target"].to(device, non_blocking=True)
             try:

@@ -91,6 +91,8 @@ def student_key(cfg: RunConfig, settings: dict[str, Any], teacher_key: dict[str,
     }
     if cfg.augment:  # the teacher's key holds it too; here as well, so that a student's key says how it trained
         key["augment"] = cfg.augment
+    if cfg.mix:  # students only: the teacher trains on its clean faces unmixed
+        key["mix"] = cfg.mix
     return key
 
 

@@ -24,6 +24,7 @@ from .._version import __version__
 from ..config import RunConfig
 from ..data.augment import FaceAugment
 from ..data.faceset import FaceSet
+from ..data.mixing import PairMix
 from ..data.paired import PairedFaces, occlude_all, to_tensor
 from ..distillers.base import Distiller, split_replica
 from ..distillers.finetune import Finetune
@@ -401,16 +402,21 @@ class ProtocolRun:
 
     def _context(self, stage: str, key: dict[str, Any], model: FaceModel, view: str, val: EvalSet, epochs: int,
                  lr: float, teacher: FaceModel | None = None, seed: int | None = None) -> StageContext:
-        cfg, train = self.cfg, self.load_data().train
+        cfg, train, task = self.cfg, self.load_data().train, self.parts.task
         if seed is not None:  # the same faces, drawn from another seed (a replica)
             train = copy.copy(train)
             train.seed = seed
-        return StageContext(stage=stage, model=model, task=self.parts.task, train=train, val=val,
+        seed = cfg.seed if seed is None else seed
+        return StageContext(stage=stage, model=model, task=task, train=train, val=val,
                             view=view, epochs=epochs, batch_size=cfg.batch_size, lr=lr,
-                            weight_decay=cfg.weight_decay, device=self.device, seed=cfg.seed if seed is None else seed,
+                            weight_decay=cfg.weight_decay, device=self.device, seed=seed,
                             num_workers=cfg.num_workers, teacher=teacher, progress=self.reporter.stage,
                             teacher_outputs=cfg.teacher_outputs, checkpoint=self.stages.checkpoint(stage, key),
-                            amp=cfg.amp, compile=cfg.compile, trainer=fit)
+                            amp=cfg.amp, compile=cfg.compile, trainer=fit,
+                            # students only: the pair is mixed, and the teacher learns its clean faces unmixed
+                            mix=PairMix(cfg.mix["mode"], cfg.mix["alpha"],
+                                        None if getattr(task, "regression", False) else task.output_dim, seed=seed)
+                            if cfg.mix and view == "occluded" else None)
 
     @contextmanager
     def _blame(self, kind: str, name: str) -> Iterator[None]:
