@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 from types import ModuleType
 
 from .errors import UsageError
+
+
+def has_faiss() -> bool:
+    """Whether ``faiss`` can be imported (found on the path; not imported here)."""
+    return importlib.util.find_spec("faiss") is not None
 
 
 def require_faiss() -> ModuleType:

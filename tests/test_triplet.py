@@ -33,7 +33,7 @@ def test_bank_is_a_ring_buffer():
     assert bank.labels.tolist() == [5, 6, 2, 3, 4]  # the two oldest were replaced
 
 
-@pytest.mark.parametrize("kind", ["flat", "ivf"])
+@pytest.mark.parametrize("kind", ["flat", "ivf", "exact"])
 def test_faiss_search_equals_exact_search(kind):
     rng = np.random.default_rng(0)
     bank = MemoryBank(capacity=2000, dim=16)
@@ -45,6 +45,29 @@ def test_faiss_search_equals_exact_search(kind):
     d_e, i_e = exact_search(bank.embeddings, queries, 5)
     assert np.array_equal(i_f, i_e)
     assert np.allclose(d_f, d_e, rtol=1e-4, atol=1e-4)
+
+
+def test_the_exact_index_needs_no_faiss(monkeypatch):
+    from occlusion_distill.distillers import mining
+
+    def missing():
+        raise UsageError("faiss is not installed")
+
+    monkeypatch.setattr(mining, "require_faiss", missing)
+    bank = MemoryBank(capacity=8, dim=2)
+    index = BankIndex(bank, kind="exact")
+    index.update(bank.add(np.array([[0.0, 0.0], [2.0, 0.0], [5.0, 0.0]], np.float32), np.array([0, 1, 2])))
+    d, i = index.search(np.array([[1.9, 0.0]], np.float32), 2)
+    assert i.tolist() == [[1, 0]] and np.allclose(d, [[0.01, 3.61]], atol=1e-4)
+    with pytest.raises(UsageError, match="faiss is not installed"):
+        BankIndex(bank, kind="flat")
+    # the default finds the same neighbours without it, up to the size where only faiss's ivf will do
+    monkeypatch.setattr(mining, "has_faiss", lambda: False)
+    assert BankIndex(bank).kind == "exact"
+    with pytest.raises(UsageError, match="faiss is not installed"):
+        BankIndex(MemoryBank(capacity=mining.IVF_ABOVE + 1, dim=2))
+    with pytest.raises(UsageError, match="index must be auto, flat, ivf or exact"):
+        BankIndex(bank, kind="hnsw")
 
 
 def _bank_with(embeddings, labels):
@@ -131,7 +154,7 @@ def test_triplet_with_kd_adds_kds_term_to_its_own(task_name):
     ("expression", dict(bank_size=0), UsageError, "triplet: bank_size must be a positive integer, not 0"),
     ("expression", dict(bank_size=True), UsageError, "triplet: bank_size must be a positive integer, not True"),
     ("expression", dict(bank_size=2.5), UsageError, "triplet: bank_size must be a positive integer, not 2.5"),
-    ("expression", dict(index="hnsw"), UsageError, "triplet: index must be auto, flat or ivf, not 'hnsw'"),
+    ("expression", dict(index="hnsw"), UsageError, "triplet: index must be auto, flat, ivf or exact, not 'hnsw'"),
     ("expression", dict(margin=-1), UsageError, "triplet: margin must be a number >= 0, not -1"),
     ("expression", dict(margin=float("nan")), UsageError, "triplet: margin must be a number >= 0, not nan"),
     ("expression", dict(margin="wide"), UsageError, "triplet: margin must be a number >= 0, not 'wide'"),

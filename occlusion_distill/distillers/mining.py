@@ -8,7 +8,8 @@ The pieces compose through constructors and are testable alone (as in pytorch-me
 - ``BankIndex``: nearest-neighbour search over the bank with FAISS. ``flat`` (exact ``IndexFlatL2``,
   updated in place as the ring buffer turns) is the default; ``ivf`` (``IndexIVFFlat``, approximate,
   trained once the bank is first full, searched exactly until then) is for very large banks; ``auto`` picks ``ivf`` above 50k
-  entries. On CUDA, with a faiss built with GPU support, the flat index runs on the GPU.
+  entries, else ``flat``, or ``exact`` where faiss is not installed (the same neighbours). On CUDA, with a faiss built with GPU support, the flat index runs on the GPU. ``exact`` searches
+  with ``torch.cdist`` and needs no faiss: the same neighbours as ``flat``, for a machine without faiss.
 - Miners (plugins of kind ``miners``): ``hard`` (the closest valid negative), ``semi-hard`` (the closest
   valid negative farther than the positive), ``random`` (any valid negative). A negative is *valid* when
   its class differs from the anchor's, or, for age, when its age differs by at least ``age_gap`` years.
@@ -23,9 +24,10 @@ import numpy as np
 import torch
 
 from ..errors import UsageError
-from ..optional import require_faiss
+from ..optional import has_faiss, require_faiss
 
 IVF_ABOVE = 50_000
+INDEX_KINDS = ("auto", "flat", "ivf", "exact")
 EMPTY = 1e4  # the coordinate of empty bank slots  # "auto" switches to the approximate index above this many entries
 
 
@@ -60,11 +62,13 @@ class BankIndex:
 
     def __init__(self, bank: MemoryBank, kind: str = "auto", nprobe: int = 16, use_gpu: bool = False,
                  seed: int = 0):
-        if kind not in ("auto", "flat", "ivf"):
-            raise UsageError(f"index must be auto, flat or ivf, not {kind!r}")
-        self.faiss = require_faiss()
+        if kind not in INDEX_KINDS:
+            raise UsageError(f"index must be {', '.join(INDEX_KINDS[:-1])} or {INDEX_KINDS[-1]}, not {kind!r}")
+        if kind == "auto":  # flat and exact find the same neighbours: faiss is needed only for ivf
+            kind = "ivf" if bank.capacity > IVF_ABOVE else "flat" if has_faiss() else "exact"
+        self.faiss = require_faiss() if kind != "exact" else None
         self.bank = bank
-        self.kind = ("ivf" if bank.capacity > IVF_ABOVE else "flat") if kind == "auto" else kind
+        self.kind = kind
         self.nprobe = nprobe
         self.seed = seed  # draws the sample the ivf lists are trained on
         self.index: Any = None
@@ -102,6 +106,8 @@ class BankIndex:
 
     def update(self, slots: np.ndarray) -> None:
         """Reflect the bank's newest writes (its ``add`` return value) in the index."""
+        if self.kind == "exact":  # searches the bank itself
+            return
         if self.kind == "flat":
             if self.index is None:
                 self._build_flat()

@@ -33,7 +33,7 @@ from ..registry import registry
 from ..tasks.base import Task
 from .base import Distiller
 from .kd import soft_target_term
-from .mining import BankIndex, MemoryBank
+from .mining import INDEX_KINDS, BankIndex, MemoryBank
 
 if TYPE_CHECKING:
     from ..engine.stage import StageContext
@@ -77,8 +77,9 @@ class TripletKD(Distiller):
             raise UsageError("triplet: positive=class needs classes; for age use positive=same")
         if not isinstance(bank_size, int) or isinstance(bank_size, bool) or bank_size < 1:
             raise UsageError(f"triplet: bank_size must be a positive integer, not {bank_size!r}")
-        if index not in ("auto", "flat", "ivf"):
-            raise UsageError(f"triplet: index must be auto, flat or ivf, not {index!r}")
+        if index not in INDEX_KINDS:
+            raise UsageError(f"triplet: index must be {', '.join(INDEX_KINDS[:-1])} or {INDEX_KINDS[-1]}, "
+                             f"not {index!r}")
         self.lambda_, self.margin, self.normalize = float(lambda_), float(margin), bool(normalize)
         self.miner_name, self.bank_size, self.index_kind = miner, bank_size, index
         self.age_gap, self.positive = float(age_gap), positive
