@@ -93,6 +93,18 @@ def test_augmented_run_via_cli_trains_every_stage_with_an_online_teacher(cli, tm
     assert all(0.0 <= m[k] <= 100.0 for k in ("teacher_clean", "baseline", "student"))
 
 
+@pytest.mark.parametrize("n_train", [64, 128, 256, 320])  # 1, 2, 4 and 5 steps of 64
+def test_a_stage_of_a_few_steps_trains(n_train):
+    """OneCycleLR divided by zero when a stage's warm-up was exactly one step (4 steps in all)."""
+    from occlusion_distill.protocol.pipeline import ProtocolRun
+
+    cfg = RunConfig.from_options("smoke", teacher_epochs=1, dataset_args={"n_train": n_train, "n_val": 16,
+                                                                           "n_test": 16})
+    run_ = ProtocolRun(cfg, NullReporter(), ModelCache(None))
+    run_.teacher()
+    assert len(run_.histories["teacher"]) == 1
+
+
 def test_gender_smoke_via_library(tmp_path):
     cfg = RunConfig.from_options("smoke", task="gender", occlusion="upper-half", distiller="kd")
     result = run(cfg, NullReporter(), ModelCache(tmp_path / "cache"))

@@ -230,8 +230,10 @@ class StageTrainer:
         self.drop_last = share > self.per_rank  # a batch of one would break BatchNorm
         self.per_epoch = share // self.per_rank if self.drop_last else -(-share // self.per_rank)
         self.steps = ctx.epochs * self.per_epoch
+        # OneCycleLR divides by zero when its warm-up is exactly one step (pct_start x steps == 1)
         self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=ctx.lr,
-                                                             total_steps=max(self.steps, 1), pct_start=0.25)
+                                                             total_steps=max(self.steps, 1),
+                                                             pct_start=0.25 if self.steps != 4 else 0.3)
         self.amp = resolve_amp(ctx.amp, device)
         self.scaler = torch.amp.GradScaler(device.type, enabled=self.amp == torch.float16)
         net: nn.Module = self.model
