@@ -127,6 +127,40 @@ def test_triplet_distiller_trains_on_the_bank():
 
 
 @pytest.mark.parametrize("task_name", ["expression", "age"])
+def test_batch_negatives_are_the_hardest_valid_faces_of_the_batch_and_carry_gradient(task_name):
+    from occlusion_distill.models.network import ModelOutput
+
+    task = registry("tasks").create(task_name)
+    task.output_dim = 1 if task.regression else 3
+    dist = registry("distillers").create("triplet", task=task, negatives="batch", normalize=False, margin=10.0)
+    assert dist.hparams()["negatives"] == "batch"
+    assert "negatives" not in registry("distillers").create("triplet", task=task).hparams()  # old keys stay
+    dist.prepare(student_dim=2, teacher_dim=2)
+    # four faces on a line: each one's closest face of another class (or 10+ years apart) is face 2, and face
+    # 2's is face 1; a face is never its own negative
+    e = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 0.0], [4.0, 0.0]], requires_grad=True)
+    y = torch.tensor([20.0, 21.0, 45.0, 60.0]) if task.regression else torch.tensor([0, 0, 1, 2])
+    positive = torch.zeros(4, 2)
+    head = torch.zeros(4, task.output_dim)
+    terms = dist(ModelOutput(head, e), y, ModelOutput(head, positive))
+    negatives = [2, 2, 1, 2]
+
+    def expected(emb, negative):
+        return torch.relu((emb - positive).norm(dim=1) - (emb - negative).norm(dim=1) + 10.0).mean()
+
+    assert torch.allclose(terms["triplet"], expected(e, e.detach()[negatives]))
+    assert dist.bank is None  # nothing is kept between batches
+    dist.lambda_ = 1.0
+    loss = dist(ModelOutput(head, e), y, ModelOutput(head, positive))["loss"]
+    grad = torch.autograd.grad(loss, e)[0]
+    # the gradient flows through the negative as well as the anchor, unlike a (detached) bank negative
+    leaf = e.detach().clone().requires_grad_(True)
+    through_both = torch.autograd.grad(expected(leaf, leaf[negatives]), leaf)[0]
+    anchor_only = torch.autograd.grad(expected(leaf, leaf.detach()[negatives]), leaf)[0]
+    assert torch.allclose(grad, through_both) and not torch.allclose(grad, anchor_only)
+
+
+@pytest.mark.parametrize("task_name", ["expression", "age"])
 def test_triplet_with_kd_adds_kds_term_to_its_own(task_name):
     from occlusion_distill.distillers.kd import soft_target_term
     from occlusion_distill.models.network import ModelOutput
@@ -166,6 +200,7 @@ def test_triplet_with_kd_adds_kds_term_to_its_own(task_name):
     ("expression", dict(bank=64), UsageError, "unexpected keyword argument 'bank'; did you mean"),
     ("expression", dict(kd=1.5), UsageError, "triplet: kd must be in [0, 1] (the weight of kd's loss), not 1.5"),
     ("expression", dict(kd=0.5, tau=0), UsageError, "triplet: tau must be a positive number, not 0"),
+    ("expression", dict(negatives="queue"), UsageError, "triplet: negatives must be 'bank' (the memory bank) or"),
 ])
 def test_triplet_rejects_each_bad_option_by_name(task_name, bad, error, message):
     with pytest.raises(error) as err:

@@ -4,8 +4,10 @@
 
 The anchor a′ is an occluded face through the student. The positive p is the clean face through the
 frozen teacher: the same face by default, or (``positive=class``) another face of the same class in
-the batch. The negative n′ is an occluded face through the student, mined from a memory bank of recent
-student embeddings (``mining.py``). The mean runs over anchors that have a valid negative; the
+the batch. The negative n′ is an occluded face through the student, mined (``mining.py``) from a memory
+bank of recent student embeddings, detached (``negatives=bank``, the default), or from the other faces
+of the batch itself, whose gradient then flows through the negative too (``negatives=batch``; under
+torchrun, each process's share of the batch). The mean runs over anchors that have a valid negative; the
 paper's Σ differs from it only by the batch size, which λ absorbs. When the student's embedding size
 differs from the teacher's, a linear projection (trained with the student) maps it across. Embeddings
 are L2-normalised by default, so α is in units of the unit sphere.
@@ -56,7 +58,7 @@ class TripletKD(Distiller):
 
     def __init__(self, task: Task, lambda_: float = 0.1, margin: float = 0.2, normalize: bool = True,
                  miner: str = "hard", bank_size: int = 4096, index: str = "auto", age_gap: float = 10.0,
-                 positive: str = "same", kd: float = 0.0, tau: float = 4.0):
+                 positive: str = "same", kd: float = 0.0, tau: float = 4.0, negatives: str = "bank"):
         super().__init__(task)
         if not _finite(kd) or not 0.0 <= kd <= 1.0:
             raise UsageError(f"triplet: kd must be in [0, 1] (the weight of kd's loss), not {kd!r}")
@@ -73,6 +75,8 @@ class TripletKD(Distiller):
             raise UsageError(f"triplet: normalize must be true or false, not {normalize!r}")
         if positive not in ("same", "class"):
             raise UsageError(f"triplet: positive must be 'same' (the same face) or 'class', not {positive!r}")
+        if negatives not in ("bank", "batch"):
+            raise UsageError(f"triplet: negatives must be 'bank' (the memory bank) or 'batch', not {negatives!r}")
         if positive == "class" and task.regression:
             raise UsageError("triplet: positive=class needs classes; for age use positive=same")
         if not isinstance(bank_size, int) or isinstance(bank_size, bool) or bank_size < 1:
@@ -82,7 +86,7 @@ class TripletKD(Distiller):
                              f"not {index!r}")
         self.lambda_, self.margin, self.normalize = float(lambda_), float(margin), bool(normalize)
         self.miner_name, self.bank_size, self.index_kind = miner, bank_size, index
-        self.age_gap, self.positive = float(age_gap), positive
+        self.age_gap, self.positive, self.negatives = float(age_gap), positive, negatives
         self.miner = registry("miners").build(miner, regression=task.regression, age_gap=age_gap)[0]
         self.projection: nn.Module | None = None
         self.bank: MemoryBank | None = None
@@ -96,6 +100,8 @@ class TripletKD(Distiller):
                "positive": self.positive}
         if self.kd:  # only when used: the keys of plain triplet students stay as they were
             out.update(kd=self.kd, tau=self.tau)
+        if self.negatives != "bank":
+            out["negatives"] = self.negatives
         return out
 
     def prepare(self, student_dim: int, teacher_dim: int, cuda: bool = False, seed: int = 0) -> None:
@@ -151,18 +157,27 @@ class TripletKD(Distiller):
         labels = self._labels(targets)
         if self.positive == "class":
             positive = positive[torch.as_tensor(_same_class_partner(labels), device=positive.device)]
-        if self.bank is None:
-            self.bank = MemoryBank(self.bank_size, anchor.shape[1])
-            self.index = BankIndex(self.bank, self.index_kind, use_gpu=self._use_gpu, seed=self._seed)
         a_np = anchor.detach().float().cpu().numpy()
         d_ap = (anchor.detach() - positive).norm(dim=1).float().cpu().numpy()
-        slots = self.miner.mine(a_np, labels, d_ap, self.bank, self.index)
-        found = slots >= 0
-        negative = torch.from_numpy(self.bank.embeddings[np.where(found, slots, 0)]).to(anchor.device, anchor.dtype)
+        if self.negatives == "batch":  # the batch is the bank: a face is never its own negative (same label)
+            batch = MemoryBank(len(a_np), a_np.shape[1])
+            batch.add(a_np, labels)
+            slots = self.miner.mine(a_np, labels, d_ap, batch, None)
+            found = slots >= 0
+            negative = anchor[torch.as_tensor(np.where(found, slots, 0), device=anchor.device)]
+        else:
+            if self.bank is None:
+                self.bank = MemoryBank(self.bank_size, anchor.shape[1])
+                self.index = BankIndex(self.bank, self.index_kind, use_gpu=self._use_gpu, seed=self._seed)
+            slots = self.miner.mine(a_np, labels, d_ap, self.bank, self.index)
+            found = slots >= 0
+            negative = torch.from_numpy(self.bank.embeddings[np.where(found, slots, 0)]).to(anchor.device,
+                                                                                           anchor.dtype)
         valid = torch.from_numpy(found).to(anchor.device)
         trip = triplet_loss(anchor, positive, negative, self.margin, valid)
-        # under torchrun every rank's anchors enter every rank's bank: negatives come from the whole batch
-        self.index.update(self.bank.add(ddp.all_gather_rows(a_np), ddp.all_gather_rows(labels)))
+        if self.negatives == "bank":
+            # under torchrun every rank's anchors enter every rank's bank: negatives come from the whole batch
+            self.index.update(self.bank.add(ddp.all_gather_rows(a_np), ddp.all_gather_rows(labels)))
         terms = {"task": task_loss, "triplet": trip, "mined": torch.tensor(float(found.mean()))}
         if self.kd:
             distill = soft_target_term(self.task, student, teacher, self.tau)
