@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from occlusion_distill.distillers.mining import BankIndex, MemoryBank, exact_search, valid_negatives
-from occlusion_distill.distillers.triplet import triplet_loss
+from occlusion_distill.distillers.triplet import TripletKD, triplet_loss
 from occlusion_distill.errors import PluginError, UsageError
 from occlusion_distill.registry import registry
 
@@ -276,3 +276,38 @@ def test_ivf_lists_are_trained_on_the_full_bank_and_miners_widen_their_search():
     slots = registry("miners").create("hard").mine(np.zeros((1, 2), np.float32), np.array([0]), np.zeros(1), bank,
                                                    index)
     assert slots.tolist() == [200]
+
+
+def test_a_layer_gives_the_embedding_from_its_pooled_map_with_the_teacher_online(tmp_path, monkeypatch):
+    from occlusion_distill.config import RunConfig
+    from occlusion_distill.engine import trainer
+    from occlusion_distill.engine.cache import ModelCache
+    from occlusion_distill.protocol.pipeline import ProtocolRun
+    from occlusion_distill.protocol.reporting import NullReporter
+
+    seen = []
+    original = TripletKD._embeddings
+
+    def spy(self, student, teacher):
+        s, t = original(self, student, teacher)
+        seen.append((tuple(s.shape), tuple(t.shape), set(student.features or {}), set(teacher.features or {})))
+        return s, t
+
+    def no_table(*args, **kwargs):
+        raise AssertionError("a layer's map needs the teacher online, not its stored outputs")
+
+    monkeypatch.setattr(TripletKD, "_embeddings", spy)
+    monkeypatch.setattr(trainer, "TeacherTable", no_table)
+
+    def run_with(layer):
+        cfg = RunConfig.from_options("smoke", distiller="triplet", teacher_epochs=1, student_epochs=1,
+                                     distiller_args={"layer": layer, "bank_size": 64},
+                                     dataset_args={"n_train": 128, "n_val": 32, "n_test": 32})
+        run = ProtocolRun(cfg, NullReporter(), ModelCache(tmp_path / "cache"))
+        run.teacher_table = no_table
+        return run.student()
+
+    run_with("features.8")  # simple-cnn at 32 px: 96 channels at 8x8
+    assert seen and all(s == t == (64, 96) and sf == tf == {"features.8"} for s, t, sf, tf in seen)
+    with pytest.raises(UsageError, match="triplet: the student backbone has no layer 'features.99'"):
+        run_with("features.99")

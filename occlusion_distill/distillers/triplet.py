@@ -10,7 +10,10 @@ of the batch itself, whose gradient then flows through the negative too (``negat
 torchrun, each process's share of the batch). The mean runs over anchors that have a valid negative; the
 paper's Σ differs from it only by the batch size, which λ absorbs. When the student's embedding size
 differs from the teacher's, a linear projection (trained with the student) maps it across. Embeddings
-are L2-normalised by default, so α is in units of the unit sphere.
+are L2-normalised by default, so α is in units of the unit sphere. The embedding is the backbone's
+pooled output (``layer=embedding``, the default) or, with ``layer=NAME``, the globally average-pooled
+feature map of backbone module NAME in both networks (``distillers.feature_maps`` lists a backbone's
+layers); the teacher then runs on each batch, since its map is needed at every step.
 
 ``kd=w`` (default 0) also trains the same student with ``kd``'s soft targets, one student with both
 losses at once: ``(1-w)·task + w·τ²·KL(t ‖ s) + λ·triplet`` (for age, ``w·|s − t|`` as ``kd`` does).
@@ -29,11 +32,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..engine import distributed as ddp
-from ..errors import UsageError
+from ..errors import RunFailed, UsageError
 from ..models.network import ModelOutput
 from ..registry import registry
 from ..tasks.base import Task
-from .base import Distiller
+from .base import Distiller, feature_maps
 from .kd import soft_target_term
 from .mining import INDEX_KINDS, BankIndex, MemoryBank
 
@@ -58,7 +61,8 @@ class TripletKD(Distiller):
 
     def __init__(self, task: Task, lambda_: float = 0.1, margin: float = 0.2, normalize: bool = True,
                  miner: str = "hard", bank_size: int = 4096, index: str = "auto", age_gap: float = 10.0,
-                 positive: str = "same", kd: float = 0.0, tau: float = 4.0, negatives: str = "bank"):
+                 positive: str = "same", kd: float = 0.0, tau: float = 4.0, negatives: str = "bank",
+                 layer: str = "embedding"):
         super().__init__(task)
         if not _finite(kd) or not 0.0 <= kd <= 1.0:
             raise UsageError(f"triplet: kd must be in [0, 1] (the weight of kd's loss), not {kd!r}")
@@ -77,6 +81,8 @@ class TripletKD(Distiller):
             raise UsageError(f"triplet: positive must be 'same' (the same face) or 'class', not {positive!r}")
         if negatives not in ("bank", "batch"):
             raise UsageError(f"triplet: negatives must be 'bank' (the memory bank) or 'batch', not {negatives!r}")
+        if not isinstance(layer, str) or not layer:
+            raise UsageError(f"triplet: layer must be 'embedding' or a module name of the backbone, not {layer!r}")
         if positive == "class" and task.regression:
             raise UsageError("triplet: positive=class needs classes; for age use positive=same")
         if not isinstance(bank_size, int) or isinstance(bank_size, bool) or bank_size < 1:
@@ -86,7 +92,7 @@ class TripletKD(Distiller):
                              f"not {index!r}")
         self.lambda_, self.margin, self.normalize = float(lambda_), float(margin), bool(normalize)
         self.miner_name, self.bank_size, self.index_kind = miner, bank_size, index
-        self.age_gap, self.positive, self.negatives = float(age_gap), positive, negatives
+        self.age_gap, self.positive, self.negatives, self.layer = float(age_gap), positive, negatives, layer
         self.miner = registry("miners").build(miner, regression=task.regression, age_gap=age_gap)[0]
         self.projection: nn.Module | None = None
         self.bank: MemoryBank | None = None
@@ -102,6 +108,8 @@ class TripletKD(Distiller):
             out.update(kd=self.kd, tau=self.tau)
         if self.negatives != "bank":
             out["negatives"] = self.negatives
+        if self.layer != "embedding":
+            out["layer"] = self.layer
         return out
 
     def prepare(self, student_dim: int, teacher_dim: int, cuda: bool = False, seed: int = 0) -> None:
@@ -137,6 +145,32 @@ class TripletKD(Distiller):
         self.prepare(s_dim, t_dim, cuda=ctx.device.type == "cuda", seed=ctx.seed)
         return super().train_student(ctx)
 
+    def setup(self, student: nn.Module, teacher: nn.Module | None, example: torch.Tensor) -> None:
+        """With ``layer=NAME``: declare the layer (the trainer hooks it in both networks) and size the
+        projection by its channels; ``UsageError`` for a layer without a 4-D output in both backbones."""
+        if self.layer == "embedding":
+            self.feature_layers = ()
+            return
+        maps = {role: dict(feature_maps(getattr(net, "backbone", net), example))
+                for role, net in (("student", student), ("teacher", teacher if teacher is not None else student))}
+        for role, found in maps.items():
+            if self.layer not in found:
+                raise UsageError(f"triplet: the {role} backbone has no layer '{self.layer}' with a 4-D output; "
+                                 f"layers: {', '.join(list(found)[-12:])}")
+        self.feature_layers = (self.layer,)
+        s_dim, t_dim = maps["student"][self.layer][1], maps["teacher"][self.layer][1]
+        self.projection = nn.Linear(s_dim, t_dim) if s_dim != t_dim else None
+
+    def _embeddings(self, student: ModelOutput, teacher: ModelOutput) -> tuple[torch.Tensor, torch.Tensor]:
+        """(student, teacher) embeddings: the pooled outputs, or the pooled maps of ``layer``."""
+        if self.layer == "embedding":
+            return student.embedding, teacher.embedding
+        s, t = (student.features or {}).get(self.layer), (teacher.features or {}).get(self.layer)
+        if s is None or t is None:
+            raise RunFailed(f"triplet: no feature map of layer '{self.layer}' reached the loss; train it through "
+                            f"the stage (ctx.fit), which calls setup() and passes the maps of feature_layers")
+        return s.mean(dim=(2, 3)), t.mean(dim=(2, 3))
+
     def embed(self, student_embedding: torch.Tensor) -> torch.Tensor:
         e = self.projection(student_embedding) if self.projection is not None else student_embedding
         return F.normalize(e, dim=1) if self.normalize else e
@@ -150,8 +184,9 @@ class TripletKD(Distiller):
     def compute_loss(self, student: ModelOutput, targets: torch.Tensor,
                      teacher: ModelOutput | None) -> dict[str, torch.Tensor]:
         task_loss = self.task.loss(student.logits, targets)
-        anchor = self.embed(student.embedding)
-        positive = teacher.embedding.detach()
+        s_emb, t_emb = self._embeddings(student, teacher)
+        anchor = self.embed(s_emb)
+        positive = t_emb.detach()
         if self.normalize:
             positive = F.normalize(positive, dim=1)
         labels = self._labels(targets)
