@@ -307,7 +307,34 @@ def test_a_layer_gives_the_embedding_from_its_pooled_map_with_the_teacher_online
         run.teacher_table = no_table
         return run.student()
 
-    run_with("features.8")  # simple-cnn at 32 px: 96 channels at 8x8
-    assert seen and all(s == t == (64, 96) and sf == tf == {"features.8"} for s, t, sf, tf in seen)
+    run_with("features.13")  # simple-cnn at 32 px: its third block, 96 channels at 8x8
+    assert seen and all(s == t == (64, 96) and sf == tf == {"features.13"} for s, t, sf, tf in seen)
     with pytest.raises(UsageError, match="triplet: the student backbone has no layer 'features.99'"):
         run_with("features.99")
+
+
+def test_a_checkpoint_keeps_the_miners_stream_with_batch_negatives_too():
+    from occlusion_distill.models.network import ModelOutput
+
+    task = registry("tasks").create("expression")
+    task.output_dim = 3
+
+    def mined(dist, seed_batches):
+        out = []
+        for b in seed_batches:
+            g = torch.Generator().manual_seed(b)
+            e, y = torch.randn(16, 4, generator=g), torch.randint(0, 3, (16,), generator=g)
+            out.append(float(dist(ModelOutput(torch.zeros(16, 3), e), y, ModelOutput(torch.zeros(16, 3), e))["triplet"]))
+        return out
+
+    ref = registry("distillers").create("triplet", task=task, negatives="batch", miner="random", margin=5.0)
+    ref.prepare(4, 4, seed=5)
+    whole = mined(ref, [0, 1, 2, 3])
+    first = registry("distillers").create("triplet", task=task, negatives="batch", miner="random", margin=5.0)
+    first.prepare(4, 4, seed=5)
+    mined(first, [0, 1])
+    state = first.get_extra_state()
+    resumed = registry("distillers").create("triplet", task=task, negatives="batch", miner="random", margin=5.0)
+    resumed.prepare(4, 4, seed=5)  # what a resumed stage does before its checkpoint is loaded
+    resumed.set_extra_state(state)
+    assert mined(resumed, [2, 3]) == whole[2:]

@@ -10,8 +10,8 @@ of exactly what the student sees; the targets are mixed with the same coefficien
 - ``cutmix`` (Yun et al., ICCV 2019): a box of area ``(1-λ)·H·W`` (centre uniform, clipped at the border)
   is pasted from the partner; λ becomes the share of the face left uncovered.
 
-One λ per batch and the partner of face ``i`` is face ``i-1`` (the batch order is already random), as
-timm's ``Mixup`` and torchvision's ``MixUp`` / ``CutMix`` do. Those classes are not used because they
+One λ per batch, and the partner of face ``i`` is face ``i-1`` (the batch order is already random), as in
+torchvision's ``MixUp`` / ``CutMix`` (timm's ``Mixup`` pairs the batch with its reverse instead). Those classes are not used because they
 mix one image tensor with integer class labels; here two views share one draw, and targets may be class
 distributions (FER+ soft labels) or ages, which mix linearly as well. The draw comes from (seed, epoch,
 batch) alone, so a stage resumed part-way mixes its remaining batches exactly as it would have.

@@ -5,11 +5,12 @@ The pieces compose through constructors and are testable alone (as in pytorch-me
 - ``MemoryBank``: a ring buffer of the most recent student embeddings of occluded faces and their
   labels (class ids, or ages). Entries are detached: a negative from the bank pushes the anchor away
   without a gradient through the negative (as in cross-batch memory, Wang et al. 2020).
-- ``BankIndex``: nearest-neighbour search over the bank with FAISS. ``flat`` (exact ``IndexFlatL2``,
-  updated in place as the ring buffer turns) is the default; ``ivf`` (``IndexIVFFlat``, approximate,
-  trained once the bank is first full, searched exactly until then) is for very large banks; ``auto`` picks ``ivf`` above 50k
-  entries, else ``flat``, or ``exact`` where faiss is not installed (the same neighbours). On CUDA, with a faiss built with GPU support, the flat index runs on the GPU. ``exact`` searches
-  with ``torch.cdist`` and needs no faiss: the same neighbours as ``flat``, for a machine without faiss.
+- ``BankIndex``: nearest-neighbour search over the bank. ``flat`` (FAISS's exact ``IndexFlatL2``, updated in
+  place as the ring buffer turns); ``ivf`` (``IndexIVFFlat``, approximate, trained once the bank is first
+  full, searched exactly until then) for very large banks; ``exact`` (``torch.cdist``, no faiss needed:
+  the same neighbours as ``flat`` up to floating-point ties, since the two sum distances in another
+  order); ``auto``, the default: ``ivf`` above 50k entries, else ``flat``, or ``exact`` where faiss is not
+  installed. On CUDA, with a faiss built with GPU support, the flat index runs on the GPU.
 - Miners (plugins of kind ``miners``): ``hard`` (the closest valid negative), ``semi-hard`` (the closest
   valid negative farther than the positive), ``random`` (any valid negative). A negative is *valid* when
   its class differs from the anchor's, or, for age, when its age differs by at least ``age_gap`` years.
@@ -58,7 +59,8 @@ class MemoryBank:
 
 
 class BankIndex:
-    """FAISS search over a ``MemoryBank``, kept in step with it (``update`` after each ``bank.add``)."""
+    """Search over a ``MemoryBank`` (FAISS, or torch for ``exact``), kept in step with it (``update`` after
+    each ``bank.add``)."""
 
     def __init__(self, bank: MemoryBank, kind: str = "auto", nprobe: int = 16, use_gpu: bool = False,
                  seed: int = 0):

@@ -120,22 +120,24 @@ class TripletKD(Distiller):
         self.miner.reseed(seed)
 
     def get_extra_state(self) -> dict[str, Any]:
-        """The memory bank and the miner's RNG: part of a stage checkpoint, so a resumed stage mines the
+        """The miner's RNG and the memory bank: part of a stage checkpoint, so a resumed stage mines the
         same negatives (the flat index is rebuilt from the bank; an IVF index is retrained on it)."""
-        if self.bank is None:
-            return {}
-        return {"embeddings": torch.from_numpy(self.bank.embeddings.copy()),
-                "labels": torch.from_numpy(self.bank.labels.copy()), "size": self.bank.size,
-                "cursor": self.bank.cursor, "miner_rng": json.dumps(self.miner.rng.bit_generator.state)}
+        state: dict[str, Any] = {"miner_rng": json.dumps(self.miner.rng.bit_generator.state)}
+        if self.bank is not None:
+            state.update(embeddings=torch.from_numpy(self.bank.embeddings.copy()),
+                         labels=torch.from_numpy(self.bank.labels.copy()), size=self.bank.size,
+                         cursor=self.bank.cursor)
+        return state
 
     def set_extra_state(self, state: dict[str, Any]) -> None:
-        if not state:
+        if "miner_rng" in state:  # checkpoints from before the bank existed hold nothing
+            self.miner.rng.bit_generator.state = json.loads(state["miner_rng"])
+        if "embeddings" not in state:
             return
         self.bank = MemoryBank(self.bank_size, int(state["embeddings"].shape[1]))
         self.bank.embeddings[:] = state["embeddings"].numpy()
         self.bank.labels[:] = state["labels"].numpy()
         self.bank.size, self.bank.cursor = int(state["size"]), int(state["cursor"])
-        self.miner.rng.bit_generator.state = json.loads(state["miner_rng"])
         self.index = BankIndex(self.bank, self.index_kind, use_gpu=self._use_gpu, seed=self._seed)
         self.index.update(np.arange(self.bank.size))
 
