@@ -4,14 +4,21 @@
 # occluded validation score and scores only the chosen one on test faces; rerunning continues. FER+ and
 # UTKFace prepared once with `occdistill data prepare` (see benchmarks/suites/standard.yaml).
 #   PREPARED=prepared CACHE=runs/standard-cache bash benchmarks/standard_sweeps.sh
+# Sweeps 1-3 share one teacher (seed 100) through the cache; on 2 cores two of them can run side by side
+# with OMP_NUM_THREADS=1 each (about 22 minutes per setting then). Run a single one by its number:
+#   bash benchmarks/standard_sweeps.sh 2
 set -euo pipefail
 PREPARED=${PREPARED:-prepared}
 CACHE=${CACHE:-runs/standard-cache}
 OUT=benchmarks/results/standard-sweeps
 RUN=(--backbone simple-cnn --image-size 48 --teacher-epochs 12 --student-epochs 8 --batch-size 64)
 FER=(--dataset ferplus --data "$PREPARED/ferplus" --task expression)
-sweep() {  # NAME GRID... -- RUN_OPTIONS...
+ONLY=${1:-}
+N=0
+sweep() {  # NAME GRID... -- RUN_OPTIONS...: the next sweep, unless another one was asked for
     local name=$1; shift
+    N=$((N + 1))
+    if [ -n "$ONLY" ] && [ "$ONLY" != "$N" ]; then return; fi
     occdistill bench sweep --seeds 100 --out "$OUT/$name" --cache-dir "$CACHE" --quiet "$@"
 }
 # 1. finetune's own learning rate, so that the baseline is as good as its recipe allows
