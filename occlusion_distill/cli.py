@@ -494,7 +494,7 @@ def bench_sweep_cmd(ctx: click.Context, axes: tuple[str, ...], seeds: str, out: 
     if not seed_list or min(seed_list) < 0 or len(set(seed_list)) < len(seed_list):
         raise UsageError(f"--seeds takes distinct whole numbers >= 0, not '{seeds}'")
     grid = parse_grid(axes)
-    run_ctx = run_cmd.make_context("run", args, parent=ctx)
+    run_ctx = run_cmd.make_context("run", list(args), parent=ctx)  # click's parser empties the list it is given
     cfg = _run_config(run_ctx.params)
     # what makes the directory, without the machine's cache path
     command = " ".join(["occdistill bench sweep", *[f"--grid {shlex.quote(a)}" for a in axes], f"--seeds {seeds}",

@@ -122,6 +122,8 @@ def test_sweep_command_line(cli, tmp_path):
     assert res.returncode == 0, res.stderr
     chosen = json.loads((tmp_path / "s" / CHOSEN).read_text())
     assert chosen["command"].startswith("occdistill bench sweep --grid tau=2,4 --seeds 0 --out ")
+    # the run options after "--" too: the command remakes the sweep
+    assert chosen["command"].endswith(" -- --preset smoke --epochs 1 " + " ".join(small))
     res = cli("bench", "sweep", "--grid", "tau=2", "--out", tmp_path / "t", "--", "--seed", "3",
               f"--cache-dir={tmp_path}")
     assert res.returncode == 2 and "drop --cache-dir, --seed" in res.stderr and "Traceback" not in res.stderr
