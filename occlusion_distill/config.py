@@ -86,6 +86,13 @@ def resolve_mix(value: dict[str, Any] | str | None) -> dict[str, Any]:
     return {"mode": value["mode"], "alpha": check_number(alpha, "alpha", 1e-3, 100.0, plugin="mix", unit="Beta(α, α)")}
 
 
+def default_teacher_outputs(augment: Any, mix: Any) -> str:
+    """Where the teacher's outputs come from unless ``--teacher-outputs`` says: ``"online"`` when faces are
+    augmented or mixed (a clean view drawn afresh each epoch, or mixed in each batch, has no outputs to
+    compute once), else ``"cached"``. ``augment`` and ``mix`` as ``--augment`` and ``--mix`` take them."""
+    return "online" if resolve_augment(augment) or resolve_mix(mix) else "cached"
+
+
 @dataclass(frozen=True)
 class RunConfig:
     task: str = "expression"
@@ -144,14 +151,8 @@ class RunConfig:
             raise UsageError(f"unknown run option(s): {', '.join(sorted(unknown))}")
         values.update({k: v for k, v in options.items() if v is not None})
         values["dataset_args"] = dataset_args
-        if "augment" in values:
-            values["augment"] = resolve_augment(values["augment"])
-            if values["augment"]:  # a clean view drawn afresh each epoch has no outputs to compute once
-                values.setdefault("teacher_outputs", "online")
-        if "mix" in values:
-            values["mix"] = resolve_mix(values["mix"])
-            if values["mix"]:  # nor has a mixed one
-                values.setdefault("teacher_outputs", "online")
+        if default_teacher_outputs(values.get("augment"), values.get("mix")) == "online":
+            values.setdefault("teacher_outputs", "online")
         cfg = cls(**values)
         cfg.validate()
         return cfg

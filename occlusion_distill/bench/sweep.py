@@ -81,7 +81,7 @@ def config_for(base: RunConfig, setting: dict[str, Any], seed: int) -> RunConfig
     ``teacher_outputs``, the teacher runs online exactly when faces are augmented, as ``run`` decides; so
     for ``mix``.
     A value of the wrong type, or one the run or its distiller refuses, raises a one-line ``UsageError``."""
-    from ..config import resolve_augment, resolve_mix
+    from ..config import default_teacher_outputs
 
     setting = dict(setting)
     if "epochs" in setting:
@@ -91,12 +91,8 @@ def config_for(base: RunConfig, setting: dict[str, Any], seed: int) -> RunConfig
     run_options = {k: _checked(k, v, defaults[k]) for k, v in setting.items() if k in _FIELDS}
     distiller_args = {**base.distiller_args, **{k: v for k, v in setting.items() if k not in _FIELDS}}
     values = {**base.to_dict(), **run_options, "distiller_args": distiller_args, "seed": seed}
-    if "augment" in run_options:
-        values["augment"] = resolve_augment(values["augment"])
-    if "mix" in run_options:
-        values["mix"] = resolve_mix(values["mix"])
     if ("augment" in run_options or "mix" in run_options) and "teacher_outputs" not in run_options:
-        values["teacher_outputs"] = "online" if values["augment"] or values["mix"] else "cached"
+        values["teacher_outputs"] = default_teacher_outputs(values["augment"], values["mix"])
     return RunConfig.from_dict(values)
 
 
