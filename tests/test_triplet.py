@@ -313,6 +313,21 @@ def test_a_layer_gives_the_embedding_from_its_pooled_map_with_the_teacher_online
         run_with("features.99")
 
 
+def test_a_layer_the_backbone_lacks_is_refused_before_any_data_is_loaded(monkeypatch):
+    from occlusion_distill.config import RunConfig
+    from occlusion_distill.protocol import pipeline
+    from occlusion_distill.protocol.reporting import NullReporter
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("preflight must refuse the layer before the data is loaded")
+
+    monkeypatch.setattr(pipeline.ProtocolRun, "load_data", no_data)
+    cfg = RunConfig.from_options("smoke", distiller="triplet", distiller_args={"layer": "features.99"})
+    with pytest.raises(UsageError, match="no layer 'features.99'"):
+        pipeline.ProtocolRun(cfg, NullReporter()).preflight()
+    pipeline.preflight(cfg.replace(distiller_args={"layer": "features.13"}))  # a real layer passes
+
+
 def test_a_checkpoint_keeps_the_miners_stream_with_batch_negatives_too():
     from occlusion_distill.models.network import ModelOutput
 

@@ -132,7 +132,9 @@ class Distiller(nn.Module):
         """Called by the trainer at the start of each stage, before the optimiser is built, with the
         models on the stage's device and ``example``, two validation faces (2, C, H, W) there too.
         Build parameters that depend on the networks here (they train with the student) and resolve
-        ``feature_layers``. The default does nothing."""
+        ``feature_layers``; raise ``UsageError`` for an option the networks cannot honour. Before any
+        data is loaded, ``preflight`` also calls it once on a copy of the distiller, with untrained CPU
+        networks of the run's backbone, so that such an error comes first. The default does nothing."""
 
     def hparams(self) -> dict[str, Any]:
         """The settings that define this distiller, for config.json and the cache key. The default: every

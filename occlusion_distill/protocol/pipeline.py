@@ -85,13 +85,20 @@ class RunData:
 
 def preflight(cfg: RunConfig) -> Parts:
     """Everything that can be checked before any data is loaded or file written: plugin names and
-    options, the backbone at this image size, a ``--weights`` file. Returns the built plugins."""
+    options, the backbone at this image size, a ``--weights`` file, and the distiller's ``setup`` on
+    that backbone (a copy of the distiller, so a layer it names by mistake fails now, not after the
+    teacher has trained). Returns the built plugins."""
+    import copy
+
     parts = build_parts(cfg)
     resolve_amp(cfg.amp, resolve_device(cfg.device))  # --amp fp16 on a CPU: refused now, not at training
     channels = cfg.channels or parts.dataset.native_channels
     with torch.random.fork_rng(devices=[]):  # the probe draws no random number the run would see
-        build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size, output_dim=1,
-                    pretrained=cfg.pretrained, weights=cfg.weights, backbone_args=cfg.backbone_args)
+        model = build_model(cfg.backbone, in_chans=channels, image_size=cfg.image_size, output_dim=1,
+                            pretrained=cfg.pretrained, weights=cfg.weights, backbone_args=cfg.backbone_args)
+        example = torch.zeros(2, channels, cfg.image_size, cfg.image_size)
+        teacher = model if getattr(parts.distiller, "uses_teacher", False) else None
+        copy.deepcopy(parts.distiller).setup(model.eval(), teacher, example)
     return parts
 
 
