@@ -235,6 +235,8 @@ def _option_hint(signature: inspect.Signature, kwargs: dict[str, Any]) -> str:
     shown = [n[:-1] if n.endswith("_") and keyword.iskeyword(n[:-1]) else n for n in accepted
              if n not in ("self", "task")]
     unknown = [k for k in kwargs if k not in accepted]
+    if unknown and unknown[0] + "_" in accepted:  # a keyword given as typed on the command line
+        return f"; from Python, write it '{unknown[0]}_' (the command line's '{unknown[0]}')"
     close = difflib.get_close_matches(unknown[0].rstrip("_"), shown, n=1, cutoff=0.6) if unknown else []
     return (f"; did you mean '{close[0]}'?" if close else "") + \
         (f" (its options: {', '.join(shown)})" if shown else " (it takes no options)")

@@ -5,7 +5,7 @@ from importlib import metadata
 
 import pytest
 
-from occlusion_distill.errors import PluginError
+from occlusion_distill.errors import PluginError, UsageError
 from occlusion_distill.registry import KINDS, PluginLoadWarning, Registry, list_plugins, registry
 
 
@@ -203,3 +203,9 @@ def test_plugin_that_also_uses_the_decorator_is_credited_to_its_package(tmp_path
     dotted = [e for e in __import__("json").loads(res.stdout)["occlusions"] if e["name"] == "dotted"]
     assert dotted == [{"name": "dotted", "description": "Hides a horizontal stripe through the eyes.",
                        "origin": "occdistill-dotted==1.2.3"}]
+
+
+def test_a_keyword_option_given_as_on_the_command_line_says_how_to_write_it_from_python():
+    task = registry("tasks").create("expression")
+    with pytest.raises(UsageError, match="from Python, write it 'lambda_' \\(the command line's 'lambda'\\)"):
+        registry("distillers").build("kd", task=task, **{"lambda": 0.5})
