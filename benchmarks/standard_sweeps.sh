@@ -48,3 +48,8 @@ sweep augment/ferplus-upper-half-kd --grid lambda=0.5,1.0 --grid tau=2 -- "${RUN
 # 6. triplet: a larger λ (round 1: λ = 0.05 trailed finetune; the probe used 1.0) and where negatives come from
 sweep augment/ferplus-upper-half-triplet --grid lambda=0.3,1.0 --grid negatives=bank,batch -- "${RUN2[@]}" \
     "${FER[@]}" --occlusion upper-half --distiller triplet
+# 7. the students' recipe, chosen on finetune's validation and then given to every student (the same
+# recipe for all): a patient schedule and mixing (round 2's finetune still rose at epoch 8: 77.81, 78.24,
+# 78.40). Set sweep 4's chosen lr in RUN2 first if it is not 1e-3.
+sweep augment/ferplus-upper-half-finetune-recipe --grid student_epochs=8,16 --grid mix=none,mixup -- \
+    "${RUN2[@]}" "${FER[@]}" --occlusion upper-half --distiller finetune
