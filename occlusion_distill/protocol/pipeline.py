@@ -33,7 +33,7 @@ from ..engine.cache import ModelCache
 from ..engine.stage import EvalSet, StageContext, TeacherTable
 from ..engine.trainer import (fit, gathered_outputs, mismatch_message, resolve_amp, resolve_device,
                               seed_everything)
-from ..errors import OccdistillError, RunFailed
+from ..errors import OccdistillError, PluginError, RunFailed
 from ..io import atomic_torch_save, pack_per_face
 from ..models.network import FaceModel, build_model
 from ..registry import registry
@@ -88,8 +88,6 @@ def preflight(cfg: RunConfig) -> Parts:
     options, the backbone at this image size, a ``--weights`` file, and the distiller's ``setup`` on
     that backbone (a copy of the distiller, so a layer it names by mistake fails now, not after the
     teacher has trained). Returns the built plugins."""
-    import copy
-
     parts = build_parts(cfg)
     resolve_amp(cfg.amp, resolve_device(cfg.device))  # --amp fp16 on a CPU: refused now, not at training
     channels = cfg.channels or parts.dataset.native_channels
@@ -98,7 +96,13 @@ def preflight(cfg: RunConfig) -> Parts:
                             pretrained=cfg.pretrained, weights=cfg.weights, backbone_args=cfg.backbone_args)
         example = torch.zeros(2, channels, cfg.image_size, cfg.image_size)
         teacher = model if getattr(parts.distiller, "uses_teacher", False) else None
-        copy.deepcopy(parts.distiller).setup(model.eval(), teacher, example)
+        try:
+            copy.deepcopy(parts.distiller).setup(model.eval(), teacher, example)
+        except OccdistillError:
+            raise
+        except Exception as exc:  # a plugin's own bug: one line naming it, not a traceback
+            raise PluginError(f"distiller '{cfg.distiller}' failed in setup() on an untrained {cfg.backbone} at "
+                              f"{cfg.image_size} px: {type(exc).__name__}: {exc}") from exc
     return parts
 
 
