@@ -35,3 +35,21 @@ def run_cli(*args, env=None, cwd=None, timeout=300):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture
+def broken():
+    """``broken(kind, name, obj)`` registers a test's own plugin (origin ``broken-test==0``) for that test
+    alone, and returns its name."""
+    from occlusion_distill.registry import registry
+
+    added = []
+
+    def add(kind, name, obj):
+        registry(kind).add(name, obj, origin="broken-test==0")
+        added.append((kind, name))
+        return name
+
+    yield add
+    for kind, name in added:
+        registry(kind).unregister(name)

@@ -116,20 +116,6 @@ class UnclippedAlpha(Occlusion):
         return box, np.full((36, 36), 255, np.uint8), None
 
 
-@pytest.fixture
-def broken():
-    added = []
-
-    def add(kind, name, obj):
-        registry(kind).add(name, obj, origin="broken-test==0")
-        added.append((kind, name))
-        return name
-
-    yield add
-    for kind, name in added:
-        registry(kind).unregister(name)
-
-
 @pytest.mark.parametrize("cls, check, reason", [
     (MovesKeypoints, "keypoints unchanged in A.Compose", "keypoints moved by up to 3"),
     (IgnoresSeed, "same seed, same output", "self.random_generator"),

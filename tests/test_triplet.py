@@ -355,7 +355,7 @@ def test_a_checkpoint_keeps_the_miners_stream_with_batch_negatives_too():
     assert mined(resumed, [2, 3]) == whole[2:]
 
 
-def test_a_distiller_whose_setup_breaks_fails_preflight_in_one_line_naming_it():
+def test_a_distiller_whose_setup_breaks_fails_preflight_in_one_line_naming_it(broken):
     from occlusion_distill.config import RunConfig
     from occlusion_distill.distillers.kd import SoftTargetKD
     from occlusion_distill.protocol.pipeline import preflight
@@ -364,10 +364,7 @@ def test_a_distiller_whose_setup_breaks_fails_preflight_in_one_line_naming_it():
         def setup(self, student, teacher, example):
             raise RuntimeError("no such buffer")
 
-    registry("distillers").add("broken-setup", BrokenSetup, origin="broken-test==0")
-    try:
-        with pytest.raises(PluginError, match="distiller 'broken-setup' failed in setup\\(\\) on an untrained "
-                                              "simple-cnn .*RuntimeError: no such buffer"):
-            preflight(RunConfig.from_options("smoke", distiller="broken-setup"))
-    finally:
-        registry("distillers").unregister("broken-setup")
+    name = broken("distillers", "broken-setup", BrokenSetup)
+    with pytest.raises(PluginError, match="distiller 'broken-setup' from broken-test==0 failed in setup\\(\\) on an "
+                                          "untrained simple-cnn .*RuntimeError: no such buffer"):
+        preflight(RunConfig.from_options("smoke", distiller=name))

@@ -101,8 +101,9 @@ def preflight(cfg: RunConfig) -> Parts:
         except OccdistillError:
             raise
         except Exception as exc:  # a plugin's own bug: one line naming it, not a traceback
-            raise PluginError(f"distiller '{cfg.distiller}' failed in setup() on an untrained {cfg.backbone} at "
-                              f"{cfg.image_size} px: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(f"distiller '{cfg.distiller}' from {parts.origins['distiller']} failed in setup() "
+                              f"on an untrained {cfg.backbone} at {cfg.image_size} px: {type(exc).__name__}: {exc}"
+                              ) from exc
     return parts
 
 
