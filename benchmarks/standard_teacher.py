@@ -10,7 +10,7 @@ teacher's own objective, at the epoch its run kept) is chosen, and only that one
 faces. One JSON line per teacher:
 
     python benchmarks/standard_teacher.py CACHE_DIR --train    # trains what the cache lacks; resumes
-    python benchmarks/standard_teacher.py CACHE_DIR --train augment    # only the candidates so named
+    python benchmarks/standard_teacher.py CACHE_DIR --train augment    # only candidates whose names contain a word given
     python benchmarks/standard_teacher.py CACHE_DIR > benchmarks/results/standard-sweeps/teacher.jsonl
 
 with FER+ prepared in ``$FERPLUS`` (default prepared/ferplus).
