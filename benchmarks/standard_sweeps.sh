@@ -54,6 +54,6 @@ sweep augment/ferplus-upper-half-triplet --grid lambda=0.3,1.0 --grid negatives=
     "${FER[@]}" --occlusion upper-half --distiller triplet
 # 7. the students' recipe, chosen on finetune's validation and then given to every student (the same
 # recipe for all): a patient schedule and mixing (round 2's finetune still rose at epoch 8: 77.81, 78.24,
-# 78.40).
-sweep augment/ferplus-upper-half-finetune-recipe --grid student_epochs=8,16 --grid mix=none,mixup -- \
+# 78.40). The 16-epoch settings come first: a session may end before the grid does.
+sweep augment/ferplus-upper-half-finetune-recipe --grid student_epochs=16,8 --grid mix=none,mixup -- \
     "${RUN2[@]}" "${FER[@]}" --occlusion upper-half --distiller finetune
