@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import keyword
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -206,16 +207,21 @@ class RunConfig:
 _FIELDS = {f.name for f in fields(RunConfig)}
 
 
+def option_name(key: str) -> str:
+    """An option as a user types it (``bank-size``, ``lambda``) -> the keyword argument a plugin's
+    constructor takes (``bank_size``, ``lambda_``: Python keywords get a trailing underscore)."""
+    key = key.strip().replace("-", "_")
+    return key + "_" if keyword.iskeyword(key) else key
+
+
 def parse_kv(pairs: tuple[str, ...] | list[str], what: str) -> dict[str, Any]:
     """``key=value`` strings -> kwargs; values are read as JSON when they parse (numbers, lists, true)."""
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
-        key = key.strip().replace("-", "_")
+        key = option_name(key)
         if not sep or not key.isidentifier():
             raise UsageError(f"{what} options are key=value, not '{pair}'")
-        if key in ("lambda",):  # Python keywords become key_ (as in the constructors)
-            key += "_"
         try:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:

@@ -141,6 +141,9 @@ BAD = {  # suite text, fragments of the one-line error, the SuiteError's field
     "bad-option": ("seeds: [0]\ndistillers: [{name: triplet, args: {margn: 0.2}}]\nexperiments:\n"
                    "  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n",
                    ["cell synthfaces/expression/mask/triplet", "field 'distiller'", "margn"], "distiller"),
+    "bad-member-option": ("seeds: [0]\ndistillers: [{name: combined, args: {member_args: {kd: {tua: 2}}}}]\n"
+                          "experiments:\n  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n",
+                          ["cell synthfaces/expression/mask/combined", "field 'distiller'", "'tau'"], "distiller"),
     "bad-setting": ("seeds: [0]\ndistillers: [kd]\nsettings: {epochs: 3}\nexperiments:\n  - dataset: synthfaces\n"
                     "    tasks: [expression]\n    occlusions: [mask]\n", ["settings", "'epochs' is not a run option"],
                     "settings"),
@@ -222,6 +225,16 @@ def test_committed_suites_are_well_formed():
     for name in names:
         suite = load_suite(str(ROOT / "benchmarks" / "suites" / f"{name}.yaml"))
         assert suite.cells and suite.seeds
+
+
+def test_suite_options_are_spelt_as_on_the_command_line(tmp_path):
+    """``lambda`` in a suite's args is the constructor's ``lambda_``, as with ``--distiller-arg``."""
+    suite = tmp_path / "s.yaml"
+    suite.write_text("seeds: [0]\ndistillers: [{name: kd, args: {lambda: 1.0, tau: 2}}]\nexperiments:\n"
+                     "  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n")
+    loaded = load_suite(str(suite), tmp_path)
+    check_suite(loaded)
+    assert loaded.cells[0].distiller.args == {"lambda_": 1.0, "tau": 2}
 
 
 def test_quick_suite_covers_the_issue_matrix():

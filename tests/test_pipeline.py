@@ -337,6 +337,41 @@ def test_bad_members_are_one_line(members, message):
         registry("distillers").build("combined", task=task, members=members)
 
 
+def test_a_member_with_options_is_the_student_of_a_run_with_those_options(tmp_path):
+    """``member_args`` gives a member the options of a run of that distiller alone: the member is that
+    run's student, read from the run cache, and not the default-option student."""
+    from occlusion_distill.protocol import ProtocolRun
+
+    common = dict(task="expression", occlusion="lower-half", teacher_epochs=1, student_epochs=1, dataset_args=SMALL)
+    alone = ProtocolRun(RunConfig.from_options("smoke", distiller="kd", distiller_args={"lambda_": 1.0, "tau": 2.0},
+                                               **common), cache=ModelCache(tmp_path / "cache"))
+    kd = alone.student()
+    cfg = RunConfig.from_options("smoke", distiller="combined", **common, distiller_args={
+        "members": "finetune,kd", "member_args": {"kd": {"lambda": 1.0, "tau": 2.0}}})
+    protocol = ProtocolRun(cfg, cache=ModelCache(tmp_path / "cache"))
+    dist = protocol.preflight().distiller
+    assert dist.member_args == {"kd": {"lambda_": 1.0, "tau": 2.0}} and dist.hparams()["member_args"] == dist.member_args
+    member = protocol.student_for("kd", dist.member_args["kd"])
+    assert protocol.cached["student:kd"]  # the run's student, not trained again
+    assert all(torch.equal(v, member.state_dict()[k]) for k, v in kd.state_dict().items())
+    default = protocol.student_for("kd")
+    assert not protocol.cached["student:kd"]  # λ 0.5, τ 4: another student
+    assert any(not torch.equal(v, default.state_dict()[k]) for k, v in kd.state_dict().items())
+
+
+@pytest.mark.parametrize("member_args, message", [({"triplet": {"tau": 2}}, "not a member"),
+                                                   ({"kd": {"tua": 2}}, "did you mean 'tau'"),
+                                                   ({"kd": {"lambda": 2.0}}, "lambda must be in"),
+                                                   ({"kd": 2}, "maps a member to its options")])
+def test_bad_member_args_are_one_line(member_args, message):
+    from occlusion_distill.errors import UsageError
+    from occlusion_distill.registry import registry
+
+    task, _ = registry("tasks").build("expression")
+    with pytest.raises(UsageError, match=message):
+        registry("distillers").build("combined", task=task, members="finetune,kd", member_args=member_args)
+
+
 @pytest.mark.parametrize("task", ["expression", "age"])
 def test_combined_average_is_the_mean_of_its_members(tmp_path, task):
     from occlusion_distill.protocol import ProtocolRun

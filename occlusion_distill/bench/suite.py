@@ -28,7 +28,7 @@ from typing import Any, Iterator
 
 import yaml
 
-from ..config import RunConfig, _FIELDS
+from ..config import RunConfig, _FIELDS, option_name
 from ..errors import UsageError
 
 # what a suite's matrix sets; the settings may not
@@ -180,7 +180,7 @@ def _distillers(raw: Any, where: str) -> list[DistillerSpec]:
             args = item.get("args") or {}
             if not isinstance(args, dict):
                 raise SuiteError(f"{here}: field 'args' must be a mapping", "args")
-            specs.append(DistillerSpec(name, {k.replace("-", "_"): v for k, v in args.items()},
+            specs.append(DistillerSpec(name, {option_name(str(k)): v for k, v in args.items()},
                                        str(item.get("label") or "")))
         else:
             raise SuiteError(f"{here}: a distiller is a name or {{name, args, label}}", "distillers")

@@ -179,12 +179,12 @@ def _check_distiller_on(entry: Entry, options: dict[str, Any], task_name: str, s
         finally:
             recorder.close()
 
-    def member(name: str) -> Any:
+    def member(name: str, options: dict[str, Any] | None = None) -> Any:
         # as in a run: another distiller's student of the same teacher and data (``combined`` asks for them)
         from ..distillers.base import split_replica
 
         if name not in members:  # a replica (NAME:K) is trained as NAME is: the check needs its shape only
-            other, _ = registry("distillers").build(split_replica(name)[0], task=world.task)
+            other, _ = registry("distillers").build(split_replica(name)[0], task=world.task, **(options or {}))
             members[name] = train_stage(other, f"member {name}")
         return members[name]
 

@@ -12,21 +12,27 @@ predictions for regression): nothing is fitted. The paper's head stays the defau
 A member ``NAME:K`` is replica K of that student (its own training draws, the same teacher). With
 ``members=finetune,finetune:1`` the same head joins two plain fine-tuned students: the **ensemble
 control**, which tells how much of ``combined``'s gain two models of any kind would give.
+
+Members are built with their distillers' default options unless ``member_args`` gives them others, one
+mapping per member (``{"kd": {"lambda": 1.0, "tau": 2}}``): a member with the options of a run of that
+distiller alone is that run's student, read from the run cache.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from ..config import option_name
 from ..engine.stage import TrainingDiverged, better_score
 from ..errors import PluginError, RunFailed, UsageError
 from ..models.network import ModelOutput
+from ..registry import registry
 from ..tasks.base import Task
 from .base import Distiller, split_replica
 
@@ -78,7 +84,8 @@ class Combined(Distiller):
 
     COMBINE = ("head", "average")
 
-    def __init__(self, task: Task, members: Sequence[str] | str = ("kd", "triplet"), combine: str = "head"):
+    def __init__(self, task: Task, members: Sequence[str] | str = ("kd", "triplet"), combine: str = "head",
+                 member_args: Mapping[str, Mapping[str, Any]] | None = None):
         super().__init__(task)
         if combine not in self.COMBINE:
             raise UsageError(f"combined: combine must be {' or '.join(self.COMBINE)}, not {combine!r}")
@@ -95,11 +102,19 @@ class Combined(Distiller):
             raise UsageError(f"combined: members must be other distillers, each once (a second of the same as "
                              f"NAME:1), e.g. kd,triplet or finetune,finetune:1, not {members!r}")
         self.members = members
+        self.member_args = _member_args(member_args, members)
+        for name, options in self.member_args.items():  # a wrong option fails now, not after the teacher
+            try:
+                registry("distillers").build(split_replica(name)[0], task=task, **options)
+            except UsageError as exc:
+                raise UsageError(f"combined: member_args: {exc}") from None
 
     def hparams(self) -> dict[str, Any]:
+        # new options join the key only when set, so that students cached before them keep their keys
+        extra = {"member_args": self.member_args} if self.member_args else {}
         if self.combine == "average":
-            return {"members": self.members, "combine": "average"}
-        return {"members": self.members, "l2_grid": list(L2_GRID)}  # the head: as keyed before `combine`
+            return {"members": self.members, "combine": "average", **extra}
+        return {"members": self.members, "l2_grid": list(L2_GRID), **extra}  # the head: as keyed before `combine`
 
     @property
     def _average(self) -> str | None:
@@ -115,7 +130,8 @@ class Combined(Distiller):
     def train_student(self, ctx: "StageContext") -> nn.Module:
         if ctx.student_for is None:
             raise RunFailed("combined needs the run to provide its member students (StageContext.student_for)")
-        members = [ctx.student_for(name) for name in self.members]
+        members = [ctx.student_for(name, self.member_args.get(name, {})) if name in self.member_args
+                   else ctx.student_for(name) for name in self.members]
         model = CombinedModel([copy.deepcopy(m) for m in members], self.task.output_dim,
                               self._average).to(ctx.device)
         model.eval()
@@ -167,6 +183,29 @@ class Combined(Distiller):
 
         opt.step(closure)
         return head.weight.detach(), head.bias.detach()
+
+
+def _member_args(raw: Mapping[str, Mapping[str, Any]] | None, members: list[str]) -> dict[str, dict[str, Any]]:
+    """``member_args`` checked against the members and spelt as the members are (``kd:01`` is ``kd:1``;
+    ``lambda`` is ``lambda_``)."""
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping) or not all(isinstance(v, Mapping) for v in raw.values()):
+        raise UsageError(f"combined: member_args maps a member to its options, e.g. "
+                         f"{{\"kd\": {{\"lambda\": 1.0}}}}, not {raw!r}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, options in raw.items():
+        try:
+            base, k = split_replica(str(name).strip())
+        except UsageError as exc:
+            raise UsageError(f"combined: member_args: {exc}") from None
+        member = f"{base}:{k}" if k else base
+        if member not in members:
+            raise UsageError(f"combined: member_args names '{name}', which is not a member "
+                             f"(members: {','.join(members)})")
+        if options:
+            out[member] = {option_name(str(key)): value for key, value in options.items()}
+    return dict(sorted(out.items()))
 
 
 @torch.no_grad()

@@ -68,8 +68,9 @@ class StageContext:
     #: distiller that declares "online" (or feature layers) gets online outputs; this field stays as given
     teacher_outputs: str = "cached"
     history: list[dict[str, Any]] = field(default_factory=list)
-    #: another distiller's student of this run by name, from the run cache or trained now (``combined``)
-    student_for: Callable[[str], FaceModel] | None = None
+    #: another distiller's student of this run by name, from the run cache or trained now (``combined``);
+    #: an optional second argument gives that distiller's options (a dict; its defaults otherwise)
+    student_for: Callable[..., FaceModel] | None = None
     #: the run's ``TeacherTable``, computed once (or read from the run cache) and shared by its students
     teacher_table: Callable[[], "TeacherTable"] | None = None
     #: where this stage saves and resumes its state (None: no checkpoints, e.g. library use)

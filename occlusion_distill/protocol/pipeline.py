@@ -267,19 +267,21 @@ class ProtocolRun:
                                                           self.settings["distiller"])
         return self._models["student"]
 
-    def student_for(self, name: str) -> FaceModel:
-        """The student of distiller ``name`` (with its default options) in this run: stage
-        ``student:<name>``, from the stage cache or trained now. ``combined`` asks for its members so.
+    def student_for(self, name: str, options: dict[str, Any] | None = None) -> FaceModel:
+        """The student of distiller ``name``, built with ``options`` (its defaults when None), in this run:
+        stage ``student:<name>``, from the stage cache or trained now. ``combined`` asks for its members
+        so; with the options of a run of that distiller alone, it is that run's student (the same key).
 
         ``name:K`` (K >= 1) is replica K of that student: trained the same way from the same teacher, on its
         own draw of training order, occlusions and flips (a seed derived from the run's seed and K), as
         the ensemble control's second ``finetune`` (``members=finetune,finetune:1``)."""
         base, replica = split_replica(name)
-        dist, _ = registry("distillers").build(base, task=self.preflight().task)
+        options = dict(options or {})
+        dist, _ = registry("distillers").build(base, task=self.preflight().task, **options)
+        settings = {**options, **dist.hparams()}  # as resolved_settings keys a run of that distiller alone
         if replica == 0:
-            return self.baseline() if dist.is_baseline else self._distilled(base, f"student:{base}", dist,
-                                                                               dist.hparams())
-        return self._distilled(base, f"student:{base}-{replica}", dist, {**dist.hparams(), "replica": replica},
+            return self.baseline() if dist.is_baseline else self._distilled(base, f"student:{base}", dist, settings)
+        return self._distilled(base, f"student:{base}-{replica}", dist, {**settings, "replica": replica},
                                seed=replica_seed(self.cfg.seed, replica))
 
     def teacher_table(self) -> TeacherTable:
