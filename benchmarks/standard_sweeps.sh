@@ -57,3 +57,9 @@ sweep augment/ferplus-upper-half-triplet --grid lambda=0.3,1.0 --grid negatives=
 # 78.40). The 16-epoch settings come first: a session may end before the grid does.
 sweep augment/ferplus-upper-half-finetune-recipe --grid student_epochs=16,8 --grid mix=none,mixup -- \
     "${RUN2[@]}" "${FER[@]}" --occlusion upper-half --distiller finetune
+# Sweep 5 chose kd λ 0.5 at τ 2 (79.18 against 78.87 at λ 1.0; test 77.99 against finetune's 77.45).
+KD=(--distiller kd --distiller-arg lambda=0.5 --distiller-arg tau=2)
+# 8. kd with sweep 7's recipes, each set against finetune's score with the same recipe: does a patient
+# schedule or mixing widen kd's lead? (8 epochs without mixing is sweep 5's chosen setting, from the cache)
+sweep augment/ferplus-upper-half-kd-recipe --grid student_epochs=16,8 --grid mix=none,mixup -- "${RUN2[@]}" \
+    "${FER[@]}" --occlusion upper-half "${KD[@]}"
