@@ -351,8 +351,9 @@ def test_a_member_with_options_is_the_student_of_a_run_with_those_options(tmp_pa
     protocol = ProtocolRun(cfg, cache=ModelCache(tmp_path / "cache"))
     dist = protocol.preflight().distiller
     assert dist.member_args == {"kd": {"lambda_": 1.0, "tau": 2.0}} and dist.hparams()["member_args"] == dist.member_args
-    member = protocol.student_for("kd", dist.member_args["kd"])
+    combined = protocol.student()
     assert protocol.cached["student:kd"]  # the run's student, not trained again
+    member = combined.members[1]
     assert all(torch.equal(v, member.state_dict()[k]) for k, v in kd.state_dict().items())
     default = protocol.student_for("kd")
     assert not protocol.cached["student:kd"]  # λ 0.5, τ 4: another student
@@ -362,14 +363,20 @@ def test_a_member_with_options_is_the_student_of_a_run_with_those_options(tmp_pa
 @pytest.mark.parametrize("member_args, message", [({"triplet": {"tau": 2}}, "not a member"),
                                                    ({"kd": {"tua": 2}}, "did you mean 'tau'"),
                                                    ({"kd": {"lambda": 2.0}}, "lambda must be in"),
-                                                   ({"kd": 2}, "maps a member to its options")])
+                                                   ({"kd": 2}, "maps a member to its options"),
+                                                   ({"kd": {"lambda": 1.0, "lambda_": 0.5}}, "option 'lambda_' twice"),
+                                                   ({"kd": {"tau": "x"}}, "combined: member_args: distiller 'kd'")])
 def test_bad_member_args_are_one_line(member_args, message):
-    from occlusion_distill.errors import UsageError
     from occlusion_distill.registry import registry
 
+    from occlusion_distill.errors import OccdistillError
+
     task, _ = registry("tasks").build("expression")
-    with pytest.raises(UsageError, match=message):
+    with pytest.raises(OccdistillError, match=message) as info:
         registry("distillers").build("combined", task=task, members="finetune,kd", member_args=member_args)
+    assert "\n" not in str(info.value)
+    assert registry("distillers").build("combined", task=task, members="finetune,kd",
+                                        member_args={"kd": {"tau": None}})[0].member_args == {}  # None: the default
 
 
 @pytest.mark.parametrize("task", ["expression", "age"])

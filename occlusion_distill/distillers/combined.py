@@ -14,8 +14,9 @@ A member ``NAME:K`` is replica K of that student (its own training draws, the sa
 control**, which tells how much of ``combined``'s gain two models of any kind would give.
 
 Members are built with their distillers' default options unless ``member_args`` gives them others, one
-mapping per member (``{"kd": {"lambda": 1.0, "tau": 2}}``): a member with the options of a run of that
-distiller alone is that run's student, read from the run cache.
+mapping per member as spelt in ``members`` (a replica ``kd:1`` needs its own entry):
+``{"kd": {"lambda": 1.0, "tau": 2}}``. A member given the options of a run of that distiller alone, written
+the same way (``1`` is not ``1.0`` in a key), is that run's student, read from the run cache.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from ..config import option_name
 from ..engine.stage import TrainingDiverged, better_score
-from ..errors import PluginError, RunFailed, UsageError
+from ..errors import OccdistillError, PluginError, RunFailed, UsageError
 from ..models.network import ModelOutput
 from ..registry import registry
 from ..tasks.base import Task
@@ -106,8 +107,8 @@ class Combined(Distiller):
         for name, options in self.member_args.items():  # a wrong option fails now, not after the teacher
             try:
                 registry("distillers").build(split_replica(name)[0], task=task, **options)
-            except UsageError as exc:
-                raise UsageError(f"combined: member_args: {exc}") from None
+            except OccdistillError as exc:  # the same kind of error, saying where the option came from
+                raise type(exc)(f"combined: member_args: {exc}") from None
 
     def hparams(self) -> dict[str, Any]:
         # new options join the key only when set, so that students cached before them keep their keys
@@ -203,8 +204,15 @@ def _member_args(raw: Mapping[str, Mapping[str, Any]] | None, members: list[str]
         if member not in members:
             raise UsageError(f"combined: member_args names '{name}', which is not a member "
                              f"(members: {','.join(members)})")
-        if options:
-            out[member] = {option_name(str(key)): value for key, value in options.items()}
+        spelt: dict[str, Any] = {}
+        for key, value in options.items():
+            if value is None:  # as the registry drops it: the default
+                continue
+            if option_name(str(key)) in spelt:
+                raise UsageError(f"combined: member_args: '{name}' gives option '{key}' twice")
+            spelt[option_name(str(key))] = value
+        if spelt:
+            out[member] = spelt
     return dict(sorted(out.items()))
 
 
