@@ -4,9 +4,9 @@
 # occluded validation score and scores only the chosen one on test faces; rerunning continues. FER+ and
 # UTKFace prepared once with `occdistill data prepare` (see benchmarks/suites/standard.yaml).
 #   PREPARED=prepared CACHE=runs/standard-cache bash benchmarks/standard_sweeps.sh
-# Sweeps 1-3 (round 1) share one teacher (seed 100) through the cache, as sweeps 4-7 (round 2) share
+# Sweeps 1-3 (round 1) share one teacher (seed 100) through the cache, as sweeps 4-8 (round 2) share
 # theirs; on 2 cores two of them can run side by side with OMP_NUM_THREADS=1 each (about 22-30 minutes
-# per 8-epoch setting then). Run a single one by its number:
+# per 8-epoch setting then, 50-60 per 16-epoch one). Run a single one by its number:
 #   bash benchmarks/standard_sweeps.sh 2
 set -euo pipefail
 PREPARED=${PREPARED:-prepared}
