@@ -22,6 +22,13 @@ def test_grid_axes_parse_and_combine_in_order():
     assert len(settings_of(grid)) == 4
 
 
+def test_grid_keys_are_spelt_as_distiller_args_spells_them():
+    # one rule for --grid, --distiller-arg and suite args: any Python keyword gets its underscore
+    assert parse_grid(["from=a,b", "bank-size=8"]) == {"from_": ["a", "b"], "bank_size": [8]}
+    with pytest.raises(UsageError, match="twice"):
+        parse_grid(["lambda=0.5", "lambda_=0.9"])
+
+
 @pytest.mark.parametrize("axes, message", [(["lambda"], "KEY=V1,V2"), (["seed=0,1"], "give --seed"),
                                            (["occlusion=mask,lower-half"], "one run"), ([], "at least one"),
                                            (["tau=2", "tau=4"], "twice")])

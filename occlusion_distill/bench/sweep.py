@@ -23,7 +23,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from ..config import RunConfig, _FIELDS
+from ..config import RunConfig, _FIELDS, option_name
 from ..engine.stage import TrainingDiverged, better_score
 from ..errors import UsageError
 from ..io import write_json, write_text
@@ -41,21 +41,19 @@ def parse_grid(axes: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
     """``["lambda=0.5,0.9", "student_lr=1e-4,3e-4"]`` -> ``{"lambda_": [0.5, 0.9], "student_lr": [...]}``.
 
     Values are read as JSON where they parse (numbers, true), else kept as text. A run option (a
-    ``RunConfig`` field) keeps its name; any other key is a distiller option (``lambda`` becomes
-    ``lambda_``, as in ``--distiller-arg``). Raises ``UsageError`` for a malformed axis, a key given twice
+    ``RunConfig`` field) keeps its name; any other key is a distiller option, spelt as ``--distiller-arg``
+    spells it (``config.option_name``: ``lambda`` becomes ``lambda_``). Raises ``UsageError`` for a malformed axis, a key given twice
     or an option that a sweep may not vary (seed, task, occlusion, data set, distiller ...).
     """
     grid: dict[str, list[Any]] = {}
     for axis in axes:
         key, sep, raw = axis.partition("=")
-        key = key.strip().replace("-", "_")
+        key = option_name(key)
         if not sep or not key.isidentifier() or not raw.strip():
             raise UsageError(f"--grid takes KEY=V1,V2,..., not '{axis}'")
         if key in FIXED:
             raise UsageError(f"--grid {key}: a sweep compares recipes for one run; give --{key.replace('_', '-')} "
                              f"among the run options instead")
-        if key == "lambda":
-            key = "lambda_"
         if key in grid:
             raise UsageError(f"--grid {key} is given twice")
         values = []

@@ -208,9 +208,10 @@ def _member_args(raw: Mapping[str, Mapping[str, Any]] | None, members: list[str]
         for key, value in options.items():
             if value is None:  # as the registry drops it: the default
                 continue
-            if option_name(str(key)) in spelt:
+            kwarg = option_name(str(key))
+            if kwarg in spelt:
                 raise UsageError(f"combined: member_args: '{name}' gives option '{key}' twice")
-            spelt[option_name(str(key))] = value
+            spelt[kwarg] = value
         if spelt:
             out[member] = spelt
     return dict(sorted(out.items()))
