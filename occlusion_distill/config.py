@@ -215,13 +215,19 @@ def option_name(key: str) -> str:
 
 
 def parse_kv(pairs: tuple[str, ...] | list[str], what: str) -> dict[str, Any]:
-    """``key=value`` strings -> kwargs; values are read as JSON when they parse (numbers, lists, true)."""
+    """``key=value`` strings -> kwargs; values are read as JSON when they parse (numbers, lists, true).
+
+    Raises ``UsageError`` for a pair without ``=`` and for an option given twice (``lambda=1`` beside
+    ``lambda_=0.5`` too): which one was meant is the user's to say, not a silent last-one-wins.
+    """
     out: dict[str, Any] = {}
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         key = option_name(key)
         if not sep or not key.isidentifier():
             raise UsageError(f"{what} options are key=value, not '{pair}'")
+        if key in out:
+            raise UsageError(f"{what} option '{pair.partition('=')[0].strip()}' is given twice")
         try:
             out[key] = json.loads(raw)
         except json.JSONDecodeError:

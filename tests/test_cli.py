@@ -30,6 +30,7 @@ def test_version(cli):
     (["--weights", "/nonexistent/w.pt"], ["--weights file not found"], 2),
     (["--distiller-arg", "lambda"], ["key=value"], 2),
     (["--distiller-arg", "lambda=3"], ["lambda must be in [0, 1]"], 2),
+    (["--distiller-arg", "tau=2", "--distiller-arg", "tau=3"], ["distiller option 'tau' is given twice"], 2),
     (["--occlusion-arg", "fill=blue"], ["fill must be"], 2),
     (["--augment", "rotation=5"], ["unknown option 'rotation'", "did you mean 'rotate'"], 2),
     (["--augment", "scale=0.9"], ["augment: scale must be in [0, 0.5]"], 2),

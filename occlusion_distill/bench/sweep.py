@@ -42,8 +42,9 @@ def parse_grid(axes: tuple[str, ...] | list[str]) -> dict[str, list[Any]]:
 
     Values are read as JSON where they parse (numbers, true), else kept as text. A run option (a
     ``RunConfig`` field) keeps its name; any other key is a distiller option, spelt as ``--distiller-arg``
-    spells it (``config.option_name``: ``lambda`` becomes ``lambda_``). Raises ``UsageError`` for a malformed axis, a key given twice
-    or an option that a sweep may not vary (seed, task, occlusion, data set, distiller ...).
+    spells it (``config.option_name``: ``lambda`` becomes ``lambda_``). Raises ``UsageError`` for a
+    malformed axis, a key given twice or an option that a sweep may not vary (seed, task, occlusion, data
+    set, distiller ...).
     """
     grid: dict[str, list[Any]] = {}
     for axis in axes:
