@@ -328,6 +328,23 @@ def test_a_layer_the_backbone_lacks_is_refused_before_any_data_is_loaded(monkeyp
     pipeline.preflight(cfg.replace(distiller_args={"layer": "features.13"}))  # a real layer passes
 
 
+def test_a_combined_members_layer_the_backbone_lacks_is_refused_before_any_data_is_loaded(monkeypatch):
+    from occlusion_distill.config import RunConfig
+    from occlusion_distill.protocol import pipeline
+    from occlusion_distill.protocol.reporting import NullReporter
+
+    def no_data(*args, **kwargs):
+        raise AssertionError("preflight must refuse the member's layer before the data is loaded")
+
+    monkeypatch.setattr(pipeline.ProtocolRun, "load_data", no_data)
+    cfg = RunConfig.from_options("smoke", distiller="combined",
+                                 distiller_args={"member_args": {"triplet": {"layer": "features.99"}}})
+    with pytest.raises(UsageError, match="combined: member triplet: .*no layer 'features.99'"):
+        pipeline.ProtocolRun(cfg, NullReporter()).preflight()
+    ok = cfg.replace(distiller_args={"member_args": {"triplet": {"layer": "features.13"}}})
+    assert pipeline.preflight(ok).distiller.members == ["kd", "triplet"]
+
+
 def test_a_checkpoint_keeps_the_miners_stream_with_batch_negatives_too():
     from occlusion_distill.models.network import ModelOutput
 

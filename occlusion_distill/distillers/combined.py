@@ -110,6 +110,20 @@ class Combined(Distiller):
             except OccdistillError as exc:  # the same kind of error, saying where the option came from
                 raise type(exc)(f"combined: member_args: {exc}") from None
 
+    def setup(self, student: nn.Module, teacher: nn.Module | None, example: torch.Tensor) -> None:
+        """Each member's own ``setup`` on copies of the networks. ``combined`` trains no network itself, so
+        this runs only in preflight: a member's option that the backbone cannot honour (a triplet member's
+        ``layer``) then fails before the teacher trains, as it would in that member's own run. Raises the
+        member's error, prefixed "combined: member NAME:"."""
+        for name in self.members:
+            member, _ = registry("distillers").build(split_replica(name)[0], task=self.task,
+                                                     **self.member_args.get(name, {}))
+            member_teacher = (teacher if teacher is not None else student) if member.uses_teacher else None
+            try:
+                member.setup(copy.deepcopy(student), copy.deepcopy(member_teacher), example)
+            except OccdistillError as exc:
+                raise type(exc)(f"combined: member {name}: {exc}") from None
+
     def hparams(self) -> dict[str, Any]:
         # new options join the key only when set, so that students cached before them keep their keys
         extra = {"member_args": self.member_args} if self.member_args else {}
