@@ -62,6 +62,8 @@ sweep augment/ferplus-upper-half-finetune-recipe --grid student_epochs=16,8 --gr
     "${RUN2[@]}" "${FER[@]}" --occlusion upper-half --distiller finetune
 # Sweep 7 chose 16 epochs with mixup (79.68; 16 without 79.31, 8 without 78.71, 8 with mixup 78.12): the
 # RECIPE that sweep 6 and the suite use.
+# Sweep 6 chose triplet λ 0.3 with bank negatives (79.99; λ 1.0 bank 79.84, λ 0.3 batch 79.77, λ 1.0 batch
+# 79.71; test 78.05 against finetune's 78.24).
 # Sweep 5 chose kd λ 0.5 at τ 2 (79.18 against 78.87 at λ 1.0; test 77.99 against finetune's 77.45).
 KD=(--distiller kd --distiller-arg lambda=0.5 --distiller-arg tau=2)
 # 8. kd with sweep 7's recipes, each set against finetune's score with the same recipe: does a patient
