@@ -287,6 +287,26 @@ def test_library_writes_the_complete_run_directory_and_builds_each_plugin_once(t
     assert list((tmp_path / "cache" / "synthfaces").glob("*.npz"))
 
 
+def test_a_bumped_version_changes_the_students_key_even_when_hparams_leaves_it_out(broken):
+    # kd overrides hparams() without "version" (its cached students keep their keys); bumping the version
+    # of such a distiller must still keep its students of the old version from being reused
+    from occlusion_distill.distillers import SoftTargetKD
+    from occlusion_distill.protocol import ProtocolRun
+
+    class KDv2(SoftTargetKD):
+        version = 2
+
+    name = broken("distillers", "kd-bumped", KDv2)
+    settings = {}
+    for distiller in ("kd", name):
+        cfg = RunConfig.from_options("smoke", distiller=distiller, dataset_args=SMALL)
+        run = ProtocolRun(cfg)
+        run.preflight()
+        settings[distiller] = run.settings["distiller"]
+    assert settings["kd"] == {"lambda": 0.5, "tau": 4.0}  # version 1: the key every cached kd student has
+    assert settings[name] == {"lambda": 0.5, "tau": 4.0, "version": 2}
+
+
 def test_protocol_run_builds_its_plugins_once_and_points_the_data_at_its_cache(tmp_path, monkeypatch):
     from occlusion_distill.protocol import NullReporter as Silent, ProtocolRun, Reporter
     from occlusion_distill.protocol.keys import resolved_settings, teacher_key

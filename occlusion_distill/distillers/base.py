@@ -54,8 +54,9 @@ class Distiller(nn.Module):
     - ``task_kinds``: the task kinds it supports, of "classification" and "regression"; building it for
       another kind is a one-line ``UsageError``.
     - ``is_baseline``: True only for the protocol's baseline (``finetune``).
-    - ``version``: bump when a change alters what given settings train; the default ``hparams()``
-      records it, so cached students of the old version are not reused.
+    - ``version``: bump when a change alters what given settings train. The default ``hparams()``
+      records it; for an override, ``key_settings`` adds it to the cache key once it is above 1, so
+      cached students of the old version are not reused either way.
     """
 
     uses_teacher: bool = True
@@ -139,7 +140,8 @@ class Distiller(nn.Module):
     def hparams(self) -> dict[str, Any]:
         """The settings that define this distiller, for config.json and the cache key. The default: every
         ``__init__`` option as the distiller was built (defaults included; ``lambda_`` is recorded as
-        ``lambda``), and ``version``. An override replaces it and must record every option itself."""
+        ``lambda``), and ``version``. An override replaces it and must record every option itself (the
+        framework adds ``version``: ``key_settings``)."""
         return {**getattr(self, "_init_options", {}), "version": self.version}
 
     def student_template(self, teacher: nn.Module) -> nn.Module:
@@ -172,6 +174,17 @@ def feature_maps(backbone: nn.Module, example: torch.Tensor) -> list[tuple[str, 
         for h in handles:
             h.remove()
     return seen
+
+
+def key_settings(distiller: Distiller) -> dict[str, Any]:
+    """``distiller.hparams()`` with its ``version`` when above 1 and the hparams leave it out, as
+    config.json and the cache keys record it. The framework adds it, not the plugin: an ``hparams()``
+    override that forgets it would otherwise let a bumped version reuse the old version's students.
+    Version 1 is left out so that the keys of students cached before this rule stay as they were."""
+    settings = distiller.hparams()
+    if distiller.version != 1 and "version" not in settings:
+        settings = {**settings, "version": distiller.version}
+    return settings
 
 
 def _recording_options(init: Any) -> Any:

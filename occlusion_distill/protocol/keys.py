@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from .._version import __version__
 from ..config import RunConfig
+from ..distillers.base import key_settings
 from ..engine import distributed as ddp
 from ..engine.trainer import TRAINER_VERSION, resolve_amp, resolve_device
 from ..io import file_digest
@@ -33,7 +34,7 @@ def resolved_settings(cfg: RunConfig, parts: Parts) -> dict[str, Any]:
     return {
         "occlusion": parts.occlusion.settings(),
         "task": parts.task.settings(),
-        "distiller": {**cfg.distiller_args, **parts.distiller.hparams()},
+        "distiller": {**cfg.distiller_args, **key_settings(parts.distiller)},
         # a cache folder given as an option moves files, not results
         "dataset": {"args": {k: v for k, v in cfg.dataset_args.items() if k != "cache_dir"},
                     "fingerprint": parts.dataset.fingerprint()},

@@ -26,7 +26,7 @@ from ..data.augment import FaceAugment
 from ..data.faceset import FaceSet
 from ..data.mixing import PairMix
 from ..data.paired import PairedFaces, occlude_all, to_tensor
-from ..distillers.base import Distiller, split_replica
+from ..distillers.base import Distiller, key_settings, split_replica
 from ..distillers.finetune import Finetune
 from ..engine import distributed as ddp
 from ..engine.cache import ModelCache
@@ -278,7 +278,7 @@ class ProtocolRun:
         base, replica = split_replica(name)
         options = dict(options or {})
         dist, _ = registry("distillers").build(base, task=self.preflight().task, **options)
-        settings = {**options, **dist.hparams()}  # as resolved_settings keys a run of that distiller alone
+        settings = {**options, **key_settings(dist)}  # as resolved_settings keys a run of that distiller alone
         if replica == 0:
             return self.baseline() if dist.is_baseline else self._distilled(base, f"student:{base}", dist, settings)
         return self._distilled(base, f"student:{base}-{replica}", dist, {**settings, "replica": replica},
