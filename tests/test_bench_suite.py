@@ -376,3 +376,24 @@ def test_combined_is_set_against_the_ensemble_control():
     assert combined.vs_control["mean"] == pytest.approx(1.1) and combined.vs_control["seeds"] == [0, 1, 2]
     md = markdown(cells, rows, {"name": "t"})
     assert "Against the ensemble control" in md and "| upper-half | combined | ensemble-control | +1.10, p = " in md
+
+
+def test_a_results_line_names_the_processor_and_the_vector_instructions_its_kernels_use(monkeypatch):
+    # CPU training is not bit-identical across processors, so the line says which one made it
+    import os
+
+    import torch
+
+    from occlusion_distill.bench import runner
+
+    monkeypatch.setattr(runner, "cpu_model", lambda: "Some Xeon @ 2.00GHz")
+    assert runner.device_name("cpu") == (f"Some Xeon @ 2.00GHz ({torch.backends.cpu.get_cpu_capability()}), "
+                                         f"{os.cpu_count()} cores")
+    monkeypatch.undo()
+    cpuinfo = Path("/proc/cpuinfo")
+    models = [line.split(":", 1)[1].strip() for line in (cpuinfo.read_text().splitlines() if cpuinfo.is_file() else [])
+              if line.startswith("model name")]
+    if models:  # Linux: the model name, not "x86_64"
+        assert runner.cpu_model() == models[0]
+    else:
+        assert runner.cpu_model().endswith(" CPU")

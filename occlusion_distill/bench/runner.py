@@ -126,10 +126,23 @@ def git_commit(start: Path) -> str | None:
 
 
 def device_name(device: str) -> str:
-    """The GPU's name for a CUDA device, else the processor and its core count."""
+    """The GPU's name for a CUDA device, else the processor's model, the vector instructions torch's CPU
+    kernels use on it and the core count: CPU training is not bit-identical across processors (the
+    kernels round differently), so a results line says which one made it."""
     if device.startswith("cuda") and torch.cuda.is_available():
         return torch.cuda.get_device_name(torch.device(device))
-    return f"{platform.processor() or platform.machine()} CPU, {os.cpu_count()} cores"
+    return f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {os.cpu_count()} cores"
+
+
+def cpu_model() -> str:
+    """The processor's model name (Linux: /proc/cpuinfo), else what ``platform`` knows of it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return f"{platform.processor() or platform.machine()} CPU"
 
 
 def _checkpoint_dir(out: Path, cell: Cell, seed: int, digest: str) -> Path:
