@@ -412,7 +412,7 @@ def bench_group() -> None:
 def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, only: tuple[str, ...], check: bool,
                   resume: bool, overwrite: bool, cache_dir: Path | None, quiet: bool) -> None:
     """Run a benchmark suite: every cell x seed, resumable; then summary.md, summary.csv and plots."""
-    from .bench.runner import check_suite, run_suite
+    from .bench.runner import check_suite, run_suite, selected_runs
     from .bench.suite import load_suite
     from .engine.cache import ModelCache
     from .io import default_cache_dir
@@ -423,8 +423,9 @@ def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, onl
     suite = load_suite(suite_name, data_root.resolve())
     reporter = RichReporter(quiet=quiet)
     if check:
-        configs = check_suite(suite, reporter)
-        reporter.suite_cells(suite, len(configs))
+        ids = {cell.id for cell, _ in selected_runs(suite, only)}
+        configs = check_suite(suite, reporter, cells=ids)
+        reporter.suite_cells(suite, len(configs), [cell for cell in suite.cells if cell.id in ids])
         return
     out = out or Path("runs") / f"bench-{suite.name}"
     if out.exists() and not out.is_dir():

@@ -268,13 +268,15 @@ class RichReporter:
     def print_json(self, text: str) -> None:
         sys.stdout.write(text + "\n")
 
-    def suite_cells(self, suite: Any, runs: int) -> None:
-        """``bench run --check``: the cells a suite would run."""
+    def suite_cells(self, suite: Any, runs: int, cells: list[Any] | None = None) -> None:
+        """``bench run --check``: the cells a suite would run (``cells``: those ``--only`` selected)."""
+        cells = suite.cells if cells is None else cells
+        checked = "all checked" if len(cells) == len(suite.cells) else f"{len(cells)} selected by --only, checked"
         table = Table(title=f"suite {suite.name} ({suite.path}): {len(suite.cells)} cells x {len(suite.seeds)} seeds "
-                            f"= {runs} runs; all checked", title_justify="left")
+                            f"= {runs} runs; {checked}", title_justify="left")
         for col in ("cell", "backbone", "px", "epochs (teacher/student)", "data"):
             table.add_column(col)
-        for cell in suite.cells:
+        for cell in cells:
             cfg = cell.config(suite.seeds[0], suite.preset)
             table.add_row(cell.id, cfg.backbone, str(cfg.image_size), f"{cfg.teacher_epochs}/{cfg.student_epochs}",
                           str(cfg.dataset_args.get("data", "built-in")))

@@ -397,3 +397,21 @@ def test_a_results_line_names_the_processor_and_the_vector_instructions_its_kern
         assert runner.cpu_model() == models[0]
     else:
         assert runner.cpu_model().endswith(" CPU")
+
+
+def test_a_piece_of_a_suite_needs_only_its_own_data_prepared(tmp_path):
+    # docs/benchmarks.md's pieces: `--only 'synthfaces/*'` today, the real data set once it is prepared
+    suite = tmp_path / "s.yaml"
+    suite.write_text("seeds: [0]\ndistillers: [finetune]\nexperiments:\n"
+                     "  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n"
+                     "  - dataset: ferplus\n    data: ferplus\n    tasks: [expression]\n    occlusions: [mask]\n")
+    loaded = load_suite(str(suite), tmp_path)
+    with pytest.raises(SuiteError, match="ferplus/expression/mask/finetune.*not prepared data"):
+        check_suite(loaded)
+    configs = check_suite(loaded, cells={"synthfaces/expression/mask/finetune"})
+    assert set(configs) == {"synthfaces/expression/mask/finetune#0", "ferplus/expression/mask/finetune#0"}
+    res = run_cli("bench", "run", "--suite", suite, "--data-root", tmp_path, "--only", "synthfaces/*", "--check")
+    assert res.returncode == 0, res.stderr
+    assert "1 selected by --only, checked" in res.stdout and "ferplus/" not in res.stdout
+    res = run_cli("bench", "run", "--suite", suite, "--data-root", tmp_path, "--check")
+    assert res.returncode != 0 and "not prepared data" in res.stderr and len(res.stderr.strip().splitlines()) == 1

@@ -83,11 +83,13 @@ def _place(suite: Suite, cell: Cell) -> str:
     return f"suite {suite.path.name}: cell {cell.id} ({cell.where.split(': ', 1)[-1].split(' (')[0]})"
 
 
-def check_suite(suite: Suite, reporter: Any = None) -> dict[str, RunConfig]:
+def check_suite(suite: Suite, reporter: Any = None, cells: set[str] | None = None) -> dict[str, RunConfig]:
     """Build every cell's config and plugins, and open its data, before anything trains.
 
-    Returns ``{cell id + seed: config}``. The first problem raises a ``SuiteError`` naming the cell and
-    the field (its ``field``).
+    ``cells``: the ids of the cells that will run (``--only``); only those are built and their data
+    opened, so that a piece of a suite needs only its own data prepared. Every cell's plugin names and
+    settings are still checked. Returns ``{cell id + seed: config}`` for every cell. The first problem
+    raises a ``SuiteError`` naming the cell and the field (its ``field``).
     """
     configs: dict[str, RunConfig] = {}
     checked: set[str] = set()
@@ -103,7 +105,7 @@ def check_suite(suite: Suite, reporter: Any = None) -> dict[str, RunConfig]:
             registry("backbones").get(cfg.backbone)
         # plugins with their options, the data (prepared? right labels?), the backbone at this size
         probe = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "seed"}, sort_keys=True, default=str)
-        if probe not in checked:
+        if probe not in checked and (cells is None or cell.id in cells):
             _check_cell(here, cfg)
             checked.add(probe)
         for seed in suite.seeds:
@@ -150,6 +152,17 @@ def _checkpoint_dir(out: Path, cell: Cell, seed: int, digest: str) -> Path:
     return out / RESUME / f"{cell.id.replace('/', '-')}-s{seed}-{digest}"
 
 
+def selected_runs(suite: Suite, only: tuple[str, ...] = ()) -> list[tuple[Cell, int]]:
+    """The (cell, seed) runs whose cell id matches a pattern of ``only`` (a glob, or a part of the id),
+    in the suite's order; all of them without ``only``. A pattern list that matches nothing is a
+    ``SuiteError``."""
+    todo = [(c, s) for c, s in suite.runs() if not only or any(fnmatch(c.id, p) or p in c.id for p in only)]
+    if only and not todo:
+        raise SuiteError(f"--only {' '.join(only)} matches no cell of suite {suite.name}; cells: "
+                         + ", ".join(sorted({c.id for c in suite.cells})[:8]) + " ...")
+    return todo
+
+
 def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[str, ...] = (),
               report: bool = True, command: str | None = None, resume: bool = False,
               overwrite: bool = False) -> dict[str, Any]:
@@ -158,11 +171,8 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
     An ``out`` that holds results is continued with ``resume`` (finished runs are skipped, an unfinished
     one continues from its last stage checkpoint) or started again with ``overwrite``.
     """
-    configs = check_suite(suite, reporter)
-    todo = [(c, s) for c, s in suite.runs() if not only or any(fnmatch(c.id, p) or p in c.id for p in only)]
-    if only and not todo:
-        raise SuiteError(f"--only {' '.join(only)} matches no cell of suite {suite.name}; cells: "
-                         + ", ".join(sorted({c.id for c in suite.cells})[:8]) + " ...")
+    todo = selected_runs(suite, only)
+    configs = check_suite(suite, reporter, cells={c.id for c, _ in todo})
     meta = out / SUITE_META
     started = (out / RESULTS).is_file() or (out / RESUME).is_dir()
     if started and not (resume or overwrite):
