@@ -1,0 +1,59 @@
+"""Train stages of one suite cell and seed into a run cache, so that `occdistill bench run` then finds them.
+
+`bench run` trains one stage at a time. This trains chosen stages of one (cell, seed) in a process of
+its own, so that stages can train side by side or on another machine sharing the cache; the suite then
+reuses their models (the same cache keys: the config is the suite's own, built by the same code) and
+only scores them. The results lines are still written by
+`bench run` alone, so they stay what it would have written (`reused_from_cache` says which stages came
+from the cache). Seed 1 of the `standard` suite's FER+ `upper-half` finetune and kd was trained this way,
+seed 2's teacher alongside (issue 19):
+
+    export OMP_NUM_THREADS=1 S=benchmarks/suites/standard.yaml C=runs/standard-cache
+    K=ferplus/expression/upper-half/kd
+    python benchmarks/suite_stages.py $S prepared $C $K 1 teacher student &
+    python benchmarks/suite_stages.py $S prepared $C $K 2 teacher \
+        && python benchmarks/suite_stages.py $S prepared $C $K 1 baseline &
+    wait
+    occdistill bench run --suite standard --data-root prepared --cache-dir $C --resume \
+        --only 'ferplus/expression/upper-half/finetune' --only 'ferplus/expression/upper-half/kd'
+
+(the last command was stopped once seed 1's lines were written, before it trained seed 2's students).
+Side by side, with test runs competing part of the time, each of those teachers took 70-73 minutes on
+this session's machine, against 38-46 for the suite's own teachers on an earlier one (also beside another
+training): time a stage first before counting on a speed-up.
+
+Arguments: SUITE DATA_ROOT CACHE_DIR CELL SEED STAGE...; a STAGE is `teacher`, `baseline` (finetune's
+student) or `student` (the cell's distiller: for `combined`, its members and then its head).
+"""
+import sys
+import time
+from pathlib import Path
+
+from occlusion_distill.bench.suite import load_suite
+from occlusion_distill.engine.cache import ModelCache
+from occlusion_distill.protocol.pipeline import ProtocolRun
+
+STAGES = ("teacher", "baseline", "student")
+USAGE = "usage: suite_stages.py SUITE DATA_ROOT CACHE_DIR CELL SEED STAGE... (STAGE: teacher, baseline, student)"
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) < 6 or any(stage not in STAGES for stage in argv[5:]):
+        print(USAGE, file=sys.stderr)
+        return 2
+    suite_file, data_root, cache_dir, cell_id, seed, stages = argv[0], argv[1], argv[2], argv[3], int(argv[4]), argv[5:]
+    suite = load_suite(suite_file, data_root=Path(data_root))
+    cells = {cell.id: cell for cell in suite.cells}
+    if cell_id not in cells:
+        print(f"suite {suite.name} has no cell {cell_id}; it has: {', '.join(cells)}", file=sys.stderr)
+        return 2
+    run = ProtocolRun(cells[cell_id].config(seed, suite.preset), None, ModelCache(cache_dir))
+    for stage in stages:
+        t = time.time()
+        getattr(run, stage)()
+        print(f"{cell_id} seed {seed} {stage}: {time.time() - t:.0f} s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
