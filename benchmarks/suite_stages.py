@@ -5,22 +5,24 @@ its own, so that stages can train side by side or on another machine sharing the
 reuses their models (the same cache keys: the config is the suite's own, built by the same code) and
 only scores them. The results lines are still written by
 `bench run` alone, so they stay what it would have written (`reused_from_cache` says which stages came
-from the cache). Seed 1 of the `standard` suite's FER+ `upper-half` finetune and kd was trained this way,
-seed 2's teacher alongside (issue 19):
+from the cache). A stage needs the stages before it (a student, its seed's teacher): a process that
+found its teacher missing would train one itself, so unless `teacher` is among the stages asked for, a
+missing teacher is refused: start students once their teacher is stored. For example, two seeds' teachers side by side, then their students (issue 19's `standard` suite):
 
     export OMP_NUM_THREADS=1 S=benchmarks/suites/standard.yaml C=runs/standard-cache
     K=ferplus/expression/upper-half/kd
-    python benchmarks/suite_stages.py $S prepared $C $K 1 teacher student &
-    python benchmarks/suite_stages.py $S prepared $C $K 2 teacher \
-        && python benchmarks/suite_stages.py $S prepared $C $K 1 baseline &
+    python benchmarks/suite_stages.py $S prepared $C $K 1 teacher &
+    python benchmarks/suite_stages.py $S prepared $C $K 2 teacher &
+    wait
+    python benchmarks/suite_stages.py $S prepared $C $K 1 baseline student &
+    python benchmarks/suite_stages.py $S prepared $C $K 2 baseline student &
     wait
     occdistill bench run --suite standard --data-root prepared --cache-dir $C --resume \
         --only 'ferplus/expression/upper-half/finetune' --only 'ferplus/expression/upper-half/kd'
 
-(the last command was stopped once seed 1's lines were written, before it trained seed 2's students).
-Side by side, with test runs competing part of the time, each of those teachers took 70-73 minutes on
-this session's machine, against 38-46 for the suite's own teachers on an earlier one (also beside another
-training): time a stage first before counting on a speed-up.
+Side by side, with test runs competing part of the time, each teacher took 70-73 minutes on one
+session's 2-core machine, against 38-46 for the suite's own teachers on an earlier one (also beside
+another training): time a stage first before counting on a speed-up.
 
 Arguments: SUITE DATA_ROOT CACHE_DIR CELL SEED STAGE...; a STAGE is `teacher`, `baseline` (finetune's
 student) or `student` (the cell's distiller: for `combined`, its members and then its head).
@@ -48,6 +50,10 @@ def main(argv: list[str]) -> int:
         print(f"suite {suite.name} has no cell {cell_id}; it has: {', '.join(cells)}", file=sys.stderr)
         return 2
     run = ProtocolRun(cells[cell_id].config(seed, suite.preset), None, ModelCache(cache_dir))
+    run.preflight()
+    if "teacher" not in stages and run.stages.get("teacher", "teachers", run.teacher_key)[0] is None:
+        print(f"seed {seed}'s teacher is not in {cache_dir} yet: train it first (stage `teacher`)", file=sys.stderr)
+        return 2
     for stage in stages:
         t = time.time()
         getattr(run, stage)()
