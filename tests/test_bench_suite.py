@@ -415,3 +415,22 @@ def test_a_piece_of_a_suite_needs_only_its_own_data_prepared(tmp_path):
     assert "1 selected by --only, checked" in res.stdout and "ferplus/" not in res.stdout
     res = run_cli("bench", "run", "--suite", suite, "--data-root", tmp_path, "--check")
     assert res.returncode != 0 and "not prepared data" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_in_a_suite_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys):
+    suite = tmp_path / "tiny.yaml"
+    suite.write_text("seeds: [0]\ndistillers: [kd]\nsettings: {dataset_args: {n_train: 64, n_val: 32, n_test: 32}}\n"
+                     "experiments:\n  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt  # as the trainer re-raises Ctrl-C once its checkpoint is saved
+
+    monkeypatch.setattr("occlusion_distill.bench.runner.run_pipeline", interrupted)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "run", "--suite", str(suite), "--out", "out", "--cache-dir", "cache", "--quiet"])
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err.strip()
+    # one line that names what was kept and the way on, not click's bare "Aborted!"
+    assert len(err.splitlines()) == 1 and err.startswith("occdistill: error: interrupted"), err
+    assert "results.jsonl" in err and "--resume" in err and "aborted" not in err.lower()

@@ -134,3 +134,20 @@ def test_sweep_command_line(cli, tmp_path):
     res = cli("bench", "sweep", "--grid", "tau=2", "--out", tmp_path / "t", "--", "--seed", "3",
               f"--cache-dir={tmp_path}")
     assert res.returncode == 2 and "drop --cache-dir, --seed" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_ctrl_c_in_a_sweep_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys):
+    from occlusion_distill.cli import main
+
+    def interrupted(self):
+        raise KeyboardInterrupt  # as the trainer re-raises Ctrl-C once its checkpoint is saved
+
+    monkeypatch.setattr(ProtocolRun, "teacher", interrupted)
+    small = [a for k, v in SMALL.items() for a in ("--dataset-arg", f"{k}={v}")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "sweep", "--grid", "tau=2,4", "--out", str(tmp_path / "s"), "--cache-dir",
+              str(tmp_path / "c"), "--quiet", "--", "--preset", "smoke", *small])
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("occdistill: error: interrupted"), err
+    assert "sweep.jsonl" in err and "the same command continues" in err and "aborted" not in err.lower()
