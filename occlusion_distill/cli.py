@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._version import __version__
-from .errors import EXIT_RUNTIME, EXIT_USAGE, Interrupted, OccdistillError, UsageError
+from .errors import EXIT_INTERRUPTED, EXIT_RUNTIME, EXIT_USAGE, OccdistillError, UsageError
 from .registry import KINDS, PluginLoadWarning, list_plugins, registry
 
 if TYPE_CHECKING:
@@ -437,13 +437,8 @@ def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, onl
     command += f" --out {shlex.quote(str(out))}"
     if resume and overwrite:
         raise UsageError("--resume continues the results in --out and --overwrite discards them; choose one")
-    try:
-        result = run_suite(suite, out, reporter, ModelCache(cache_dir or default_cache_dir()), only=only,
-                           command=command, resume=resume, overwrite=overwrite)
-    except KeyboardInterrupt:
-        # click would turn it into a bare "aborted"; say what was kept and how to go on
-        raise Interrupted(f"interrupted; finished runs are kept in {out / 'results.jsonl'} and the run in progress "
-                          f"keeps its last checkpoint; continue with the same command and --resume") from None
+    result = run_suite(suite, out, reporter, ModelCache(cache_dir or default_cache_dir()), only=only, command=command,
+                       resume=resume, overwrite=overwrite)
     reporter.info(f"{result['ran']} runs done, {result['skipped']} already there; summary -> {out / 'summary.md'}")
 
 
@@ -506,12 +501,8 @@ def bench_sweep_cmd(ctx: click.Context, axes: tuple[str, ...], seeds: str, out: 
     command = " ".join(["occdistill bench sweep", *[f"--grid {shlex.quote(a)}" for a in axes], f"--seeds {seeds}",
                         f"--out {shlex.quote(str(out))}", "--", *map(shlex.quote, args)])
     reporter = RichReporter(quiet=quiet)
-    try:
-        result = run_sweep(cfg, grid, seed_list, out, reporter, ModelCache(cache_dir or default_cache_dir()),
-                           command=command)
-    except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; finished settings are kept in {out / 'sweep.jsonl'} and the one in progress "
-                          f"keeps its last checkpoint; the same command continues") from None
+    result = run_sweep(cfg, grid, seed_list, out, reporter, ModelCache(cache_dir or default_cache_dir()),
+                       command=command)
     reporter.info(f"chosen on validation: {result['chosen']['label']} -> {out / 'summary.md'}")
 
 
@@ -671,9 +662,12 @@ def main(argv: list[str] | None = None) -> None:
             code = returned if isinstance(returned, int) else 0
         except click.exceptions.Exit as exc:
             code = exc.exit_code
-        except click.exceptions.Abort:
-            reporter.error("aborted")
-            code = 130
+        except click.exceptions.Abort as exc:
+            # click turns a bare Ctrl-C into Abort; work that keeps something raises Interrupted (below), which
+            # says what it kept
+            ctrl_c = isinstance(exc.__cause__ or exc.__context__, KeyboardInterrupt)
+            reporter.error("interrupted" if ctrl_c else "aborted")
+            code = EXIT_INTERRUPTED
         except click.ClickException as exc:
             if debug:
                 raise
@@ -684,9 +678,6 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             reporter.error(str(exc))
             code = exc.exit_code
-        except KeyboardInterrupt:
-            reporter.error("interrupted; nothing was written")
-            code = 130
         except Exception as exc:  # a bug: still one line, with the way to see more
             if debug:
                 raise

@@ -53,6 +53,12 @@ class Interrupted(OccdistillError):
 
     exit_code = EXIT_INTERRUPTED
 
+    @classmethod
+    def saying(cls, exc: BaseException, kept: str) -> "Interrupted":
+        """The one line for ``exc`` (a Ctrl-C, or the trainer's ``Interrupted`` that says where its stage
+        stopped) followed by ``kept``: what the caller keeps and how to continue."""
+        return cls(f"{exc if isinstance(exc, Interrupted) else 'interrupted'}; {kept}")
+
 
 def check_number(value: Any, option: str, lo: float | None = None, hi: float | None = None, *, plugin: str,
                  integer: bool = False, unit: str = "") -> float | int:

@@ -19,6 +19,7 @@ from occlusion_distill.bench.suite import SuiteError, load_suite
 from occlusion_distill.bench.summary import csv_text, markdown
 from occlusion_distill.config import RunConfig
 from occlusion_distill.cli import main
+from occlusion_distill.errors import Interrupted
 
 from conftest import ROOT, run_cli
 
@@ -417,13 +418,19 @@ def test_a_piece_of_a_suite_needs_only_its_own_data_prepared(tmp_path):
     assert res.returncode != 0 and "not prepared data" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-def test_ctrl_c_in_a_suite_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("ctrl_c", [
+    # the trainer's first Ctrl-C: it saves its checkpoint and says where its stage stopped
+    Interrupted("interrupted in stage 'student' at epoch 2, step 9; the last checkpoint (epoch 2, step 9) is kept "
+                "in somewhere"),
+    KeyboardInterrupt(),  # a second Ctrl-C, or one outside training (data loading, scoring)
+], ids=["in-training", "elsewhere"])
+def test_ctrl_c_in_a_suite_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys, ctrl_c):
     suite = tmp_path / "tiny.yaml"
     suite.write_text("seeds: [0]\ndistillers: [kd]\nsettings: {dataset_args: {n_train: 64, n_val: 32, n_test: 32}}\n"
                      "experiments:\n  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n")
 
     def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt  # as the trainer re-raises Ctrl-C once its checkpoint is saved
+        raise ctrl_c
 
     monkeypatch.setattr("occlusion_distill.bench.runner.run_pipeline", interrupted)
     monkeypatch.chdir(tmp_path)
@@ -434,3 +441,5 @@ def test_ctrl_c_in_a_suite_says_what_is_kept_and_how_to_continue(tmp_path, monke
     # one line that names what was kept and the way on, not click's bare "Aborted!"
     assert len(err.splitlines()) == 1 and err.startswith("occdistill: error: interrupted"), err
     assert "results.jsonl" in err and "--resume" in err and "aborted" not in err.lower()
+    if isinstance(ctrl_c, Interrupted):  # where the stage stopped is kept in the line
+        assert "at epoch 2, step 9" in err

@@ -91,3 +91,18 @@ def test_list_json_every_kind(cli):
     res = cli("list", "tasks", "--json")
     assert set(json.loads(res.stdout)) == {"tasks", "warnings"}
     _one_line_error(cli("list", "gadgets"), "gadgets")
+
+
+def test_ctrl_c_in_any_command_is_one_line_saying_interrupted(monkeypatch, capsys):
+    from occlusion_distill.cli import main
+
+    def ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    # click turns a Ctrl-C into its Abort; the line must still say what happened, not "aborted"
+    monkeypatch.setattr("occlusion_distill.cli.list_plugins", ctrl_c)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["list"])
+    assert exit_info.value.code == 130
+    err = capsys.readouterr().err.strip()
+    assert err == "occdistill: error: interrupted", err

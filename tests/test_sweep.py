@@ -136,11 +136,15 @@ def test_sweep_command_line(cli, tmp_path):
     assert res.returncode == 2 and "drop --cache-dir, --seed" in res.stderr and "Traceback" not in res.stderr
 
 
-def test_ctrl_c_in_a_sweep_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("in_training", [True, False], ids=["in-training", "elsewhere"])
+def test_ctrl_c_in_a_sweep_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys, in_training):
     from occlusion_distill.cli import main
+    from occlusion_distill.errors import Interrupted
 
     def interrupted(self):
-        raise KeyboardInterrupt  # as the trainer re-raises Ctrl-C once its checkpoint is saved
+        # the trainer's first Ctrl-C says where its stage stopped; a second one, or one outside training, is bare
+        raise Interrupted("interrupted in stage 'teacher' at epoch 1, step 3; the last checkpoint is kept in x") \
+            if in_training else KeyboardInterrupt
 
     monkeypatch.setattr(ProtocolRun, "teacher", interrupted)
     small = [a for k, v in SMALL.items() for a in ("--dataset-arg", f"{k}={v}")]
@@ -150,4 +154,5 @@ def test_ctrl_c_in_a_sweep_says_what_is_kept_and_how_to_continue(tmp_path, monke
     assert exit_info.value.code == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("occdistill: error: interrupted"), err
-    assert "sweep.jsonl" in err and "the same command continues" in err and "aborted" not in err.lower()
+    assert "sweep.jsonl" in err and "rerun the same command" in err and "aborted" not in err.lower()
+    assert ("at epoch 1, step 3" in err) == in_training

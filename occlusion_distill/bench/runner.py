@@ -18,7 +18,7 @@ from typing import Any, Iterator
 import torch
 
 from ..config import RunConfig
-from ..errors import OccdistillError, UsageError
+from ..errors import Interrupted, OccdistillError, UsageError
 from ..models.network import build_model
 from ..protocol.pipeline import preflight
 from ..protocol.pipeline import run as run_pipeline
@@ -221,12 +221,16 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
                 bar.advance(1)
         if (out / RESUME).is_dir() and not any((out / RESUME).iterdir()):
             (out / RESUME).rmdir()
-    except BaseException:
+    except BaseException as exc:
         if report and rows:  # a failure or Ctrl-C: the summary still shows every finished run
             try:
                 write_report(out, suite)
             except Exception:
                 pass
+        if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+            raise Interrupted.saying(exc, f"finished runs are kept in {out / RESULTS} and the run in progress "
+                                          "continues from its last checkpoint: rerun the same command with "
+                                          "--resume") from exc
         raise
     summary = write_report(out, suite) if report else {}
     return {"runs": len(todo), "skipped": skipped, "ran": len(pending), "summary": summary}

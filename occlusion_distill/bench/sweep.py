@@ -25,7 +25,7 @@ from typing import Any
 
 from ..config import RunConfig, _FIELDS, option_name
 from ..engine.stage import TrainingDiverged, better_score
-from ..errors import UsageError
+from ..errors import Interrupted, UsageError
 from ..io import write_json, write_text
 from ..protocol.pipeline import ProtocolRun
 from .results import config_digest, read_jsonl
@@ -127,27 +127,10 @@ def _best_val(history: list[dict[str, Any]], task: Any) -> float:
     return math.nan if best is None else float(best)
 
 
-def run_sweep(base: RunConfig, grid: dict[str, list[Any]], seeds: list[int], out: Path, reporter: Any, cache: Any,
-              command: str | None = None) -> dict[str, Any]:
-    """Train every setting x seed not yet in ``out/sweep.jsonl``, rank the settings by their mean best
-    occluded validation score, score the chosen one on the test faces; returns what ``chosen.json`` holds.
-
-    Every config is built (and refused, with one line) before anything trains.
-    """
-    out = Path(out)
-    if getattr(cache, "root", None) is None:
-        raise UsageError("a sweep needs the run cache (it scores the chosen setting from the stored models); "
-                         "drop --no-cache")
-    settings = settings_of(grid)
-    configs = {(i, seed): config_for(base, setting, seed) for i, setting in enumerate(settings) for seed in seeds}
-    for cfg in {config_digest(c): c for c in configs.values()}.values():
-        ProtocolRun(cfg).preflight()  # plugins and their options, data, backbone: before any training
-    out.mkdir(parents=True, exist_ok=True)
-    lines = [r for r in read_jsonl(out / LINES) if isinstance(r, dict) and "config_digest" in r]
-    done = {row["config_digest"]: row for row in lines}
-    todo = [(i, seed) for (i, seed), cfg in configs.items() if config_digest(cfg) not in done]
-    reporter.info(f"sweep: {len(settings)} settings x {len(seeds)} seeds; {len(configs) - len(todo)} already in "
-                  f"{out / LINES}, {len(todo)} to train")
+def _train_settings(configs: dict[tuple[int, int], RunConfig], settings: list[dict[str, Any]],
+                    todo: list[tuple[int, int]], lines: list[dict[str, Any]], out: Path, reporter: Any,
+                    cache: Any) -> None:
+    """Train each (setting, seed) of ``todo``, appending its line to ``lines`` and ``out/sweep.jsonl``."""
     with reporter.suite(len(configs), len(configs) - len(todo)) as bar:
         for i, seed in todo:
             cfg = configs[(i, seed)]
@@ -169,6 +152,34 @@ def run_sweep(base: RunConfig, grid: dict[str, list[Any]], seeds: list[int], out
             write_text(out / LINES, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
             shutil.rmtree(checkpoints, ignore_errors=True)
             bar.advance(1)
+
+
+def run_sweep(base: RunConfig, grid: dict[str, list[Any]], seeds: list[int], out: Path, reporter: Any, cache: Any,
+              command: str | None = None) -> dict[str, Any]:
+    """Train every setting x seed not yet in ``out/sweep.jsonl``, rank the settings by their mean best
+    occluded validation score, score the chosen one on the test faces; returns what ``chosen.json`` holds.
+
+    Every config is built (and refused, with one line) before anything trains.
+    """
+    out = Path(out)
+    if getattr(cache, "root", None) is None:
+        raise UsageError("a sweep needs the run cache (it scores the chosen setting from the stored models); "
+                         "drop --no-cache")
+    settings = settings_of(grid)
+    configs = {(i, seed): config_for(base, setting, seed) for i, setting in enumerate(settings) for seed in seeds}
+    for cfg in {config_digest(c): c for c in configs.values()}.values():
+        ProtocolRun(cfg).preflight()  # plugins and their options, data, backbone: before any training
+    out.mkdir(parents=True, exist_ok=True)
+    lines = [r for r in read_jsonl(out / LINES) if isinstance(r, dict) and "config_digest" in r]
+    done = {row["config_digest"]: row for row in lines}
+    todo = [(i, seed) for (i, seed), cfg in configs.items() if config_digest(cfg) not in done]
+    reporter.info(f"sweep: {len(settings)} settings x {len(seeds)} seeds; {len(configs) - len(todo)} already in "
+                  f"{out / LINES}, {len(todo)} to train")
+    try:
+        _train_settings(configs, settings, todo, lines, out, reporter, cache)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        raise Interrupted.saying(exc, f"finished settings are kept in {out / LINES} and the one in progress "
+                                      "continues from its last checkpoint: rerun the same command") from exc
     if (out / RESUME).is_dir() and not any((out / RESUME).iterdir()):
         (out / RESUME).rmdir()
     by_digest = {row["config_digest"]: row for row in lines}
