@@ -678,6 +678,9 @@ def main(argv: list[str] | None = None) -> None:
                 raise
             reporter.error(str(exc))
             code = exc.exit_code
+        except KeyboardInterrupt:  # one that reaches past click's own handlers
+            reporter.error("interrupted")
+            code = EXIT_INTERRUPTED
         except Exception as exc:  # a bug: still one line, with the way to see more
             if debug:
                 raise

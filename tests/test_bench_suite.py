@@ -418,28 +418,36 @@ def test_a_piece_of_a_suite_needs_only_its_own_data_prepared(tmp_path):
     assert res.returncode != 0 and "not prepared data" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("ctrl_c", [
-    # the trainer's first Ctrl-C: it saves its checkpoint and says where its stage stopped
-    Interrupted("interrupted in stage 'student' at epoch 2, step 9; the last checkpoint (epoch 2, step 9) is kept "
-                "in somewhere"),
-    KeyboardInterrupt(),  # a second Ctrl-C, or one outside training (data loading, scoring)
-], ids=["in-training", "elsewhere"])
-def test_ctrl_c_in_a_suite_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys, ctrl_c):
+TRAINER_STOP = Interrupted("interrupted in stage 'student' at epoch 2, step 9; the last checkpoint (epoch 2, step 9) "
+                           "is kept in somewhere")
+
+
+@pytest.mark.parametrize("where, ctrl_c", [
+    ("run_pipeline", TRAINER_STOP),  # the trainer's first Ctrl-C: it saves its state and says where it stopped
+    ("run_pipeline", KeyboardInterrupt()),  # a second Ctrl-C, or one outside training (data loading, scoring)
+    ("check_suite", KeyboardInterrupt()),  # before anything trains
+], ids=["in-training", "elsewhere-in-a-run", "while-checking"])
+@pytest.mark.parametrize("finished", [0, 1])
+def test_ctrl_c_in_a_suite_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys, where, ctrl_c,
+                                                                   finished):
     suite = tmp_path / "tiny.yaml"
     suite.write_text("seeds: [0]\ndistillers: [kd]\nsettings: {dataset_args: {n_train: 64, n_val: 32, n_test: 32}}\n"
                      "experiments:\n  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n")
+    if finished:  # a line of an earlier piece of the suite, kept whatever happens now
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / RESULTS).write_text(json.dumps({"cell": "other/cell", "seed": 0}) + "\n")
 
     def interrupted(*args, **kwargs):
         raise ctrl_c
 
-    monkeypatch.setattr("occlusion_distill.bench.runner.run_pipeline", interrupted)
+    monkeypatch.setattr(f"occlusion_distill.bench.runner.{where}", interrupted)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(SystemExit) as exit_info:
-        main(["bench", "run", "--suite", str(suite), "--out", "out", "--cache-dir", "cache", "--quiet"])
+        main(["bench", "run", "--suite", str(suite), "--out", "out", "--cache-dir", "cache", "--quiet", "--resume"])
     assert exit_info.value.code == 130
     err = capsys.readouterr().err.strip()
     # one line that names what was kept and the way on, not click's bare "Aborted!"
     assert len(err.splitlines()) == 1 and err.startswith("occdistill: error: interrupted"), err
-    assert "results.jsonl" in err and "--resume" in err and "aborted" not in err.lower()
-    if isinstance(ctrl_c, Interrupted):  # where the stage stopped is kept in the line
-        assert "at epoch 2, step 9" in err
+    assert "--resume" in err and "aborted" not in err.lower()
+    assert ("results.jsonl (1 so far)" in err) == bool(finished) and ("no run had finished" in err) != bool(finished)
+    assert ("at epoch 2, step 9" in err) == (ctrl_c is TRAINER_STOP)  # where the stage stopped stays in the line

@@ -136,8 +136,9 @@ def test_sweep_command_line(cli, tmp_path):
     assert res.returncode == 2 and "drop --cache-dir, --seed" in res.stderr and "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("in_training", [True, False], ids=["in-training", "elsewhere"])
-def test_ctrl_c_in_a_sweep_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys, in_training):
+@pytest.mark.parametrize("where, in_training", [("teacher", True), ("teacher", False), ("preflight", False)],
+                         ids=["in-training", "elsewhere-in-a-run", "while-checking"])
+def test_ctrl_c_in_a_sweep_says_what_is_kept_and_how_to_continue(tmp_path, monkeypatch, capsys, where, in_training):
     from occlusion_distill.cli import main
     from occlusion_distill.errors import Interrupted
 
@@ -146,7 +147,7 @@ def test_ctrl_c_in_a_sweep_says_what_is_kept_and_how_to_continue(tmp_path, monke
         raise Interrupted("interrupted in stage 'teacher' at epoch 1, step 3; the last checkpoint is kept in x") \
             if in_training else KeyboardInterrupt
 
-    monkeypatch.setattr(ProtocolRun, "teacher", interrupted)
+    monkeypatch.setattr(ProtocolRun, where, interrupted)
     small = [a for k, v in SMALL.items() for a in ("--dataset-arg", f"{k}={v}")]
     with pytest.raises(SystemExit) as exit_info:
         main(["bench", "sweep", "--grid", "tau=2,4", "--out", str(tmp_path / "s"), "--cache-dir",
@@ -154,5 +155,6 @@ def test_ctrl_c_in_a_sweep_says_what_is_kept_and_how_to_continue(tmp_path, monke
     assert exit_info.value.code == 130
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("occdistill: error: interrupted"), err
-    assert "sweep.jsonl" in err and "rerun the same command" in err and "aborted" not in err.lower()
+    assert "no setting had finished training" in err and "rerun the same command" in err
+    assert "aborted" not in err.lower()
     assert ("at epoch 1, step 3" in err) == in_training

@@ -169,8 +169,20 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
     """Run every cell x seed not already in ``out/results.jsonl`` with the same config; then summarise.
 
     An ``out`` that holds results is continued with ``resume`` (finished runs are skipped, an unfinished
-    one continues from its last stage checkpoint) or started again with ``overwrite``.
+    one continues from its last stage checkpoint) or started again with ``overwrite``. A Ctrl-C, wherever
+    it comes, is an ``Interrupted`` that says what was kept and how to continue.
     """
+    try:
+        return _run_suite(suite, out, reporter, cache, only, report, command, resume, overwrite)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        finished = len(read_results(out)) if out.is_dir() else 0
+        kept = f"finished runs are kept in {out / RESULTS} ({finished} so far)" if finished else "no run had finished"
+        raise Interrupted.saying(exc, f"{kept}; the run in progress continues from its last checkpoint, if one "
+                                      "was saved: rerun the same command with --resume (not --overwrite)") from exc
+
+
+def _run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[str, ...], report: bool,
+               command: str | None, resume: bool, overwrite: bool) -> dict[str, Any]:
     todo = selected_runs(suite, only)
     configs = check_suite(suite, reporter, cells={c.id for c, _ in todo})
     meta = out / SUITE_META
@@ -221,16 +233,12 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
                 bar.advance(1)
         if (out / RESUME).is_dir() and not any((out / RESUME).iterdir()):
             (out / RESUME).rmdir()
-    except BaseException as exc:
+    except BaseException:
         if report and rows:  # a failure or Ctrl-C: the summary still shows every finished run
             try:
                 write_report(out, suite)
-            except Exception:
+            except BaseException:  # a second Ctrl-C here must not hide the first failure
                 pass
-        if isinstance(exc, (KeyboardInterrupt, Interrupted)):
-            raise Interrupted.saying(exc, f"finished runs are kept in {out / RESULTS} and the run in progress "
-                                          "continues from its last checkpoint: rerun the same command with "
-                                          "--resume") from exc
         raise
     summary = write_report(out, suite) if report else {}
     return {"runs": len(todo), "skipped": skipped, "ran": len(pending), "summary": summary}

@@ -159,9 +159,22 @@ def run_sweep(base: RunConfig, grid: dict[str, list[Any]], seeds: list[int], out
     """Train every setting x seed not yet in ``out/sweep.jsonl``, rank the settings by their mean best
     occluded validation score, score the chosen one on the test faces; returns what ``chosen.json`` holds.
 
-    Every config is built (and refused, with one line) before anything trains.
+    Every config is built (and refused, with one line) before anything trains. A Ctrl-C, wherever it
+    comes, is an ``Interrupted`` that says what was kept and how to continue.
     """
     out = Path(out)
+    try:
+        return _run_sweep(base, grid, seeds, out, reporter, cache, command)
+    except (KeyboardInterrupt, Interrupted) as exc:
+        trained = len(read_jsonl(out / LINES))
+        kept = f"trained settings are kept in {out / LINES} ({trained} so far)" if trained else \
+            "no setting had finished training"
+        raise Interrupted.saying(exc, f"{kept}; the one in training continues from its last checkpoint, if one "
+                                      "was saved: rerun the same command") from exc
+
+
+def _run_sweep(base: RunConfig, grid: dict[str, list[Any]], seeds: list[int], out: Path, reporter: Any, cache: Any,
+               command: str | None) -> dict[str, Any]:
     if getattr(cache, "root", None) is None:
         raise UsageError("a sweep needs the run cache (it scores the chosen setting from the stored models); "
                          "drop --no-cache")
@@ -175,11 +188,7 @@ def run_sweep(base: RunConfig, grid: dict[str, list[Any]], seeds: list[int], out
     todo = [(i, seed) for (i, seed), cfg in configs.items() if config_digest(cfg) not in done]
     reporter.info(f"sweep: {len(settings)} settings x {len(seeds)} seeds; {len(configs) - len(todo)} already in "
                   f"{out / LINES}, {len(todo)} to train")
-    try:
-        _train_settings(configs, settings, todo, lines, out, reporter, cache)
-    except (KeyboardInterrupt, Interrupted) as exc:
-        raise Interrupted.saying(exc, f"finished settings are kept in {out / LINES} and the one in progress "
-                                      "continues from its last checkpoint: rerun the same command") from exc
+    _train_settings(configs, settings, todo, lines, out, reporter, cache)
     if (out / RESUME).is_dir() and not any((out / RESUME).iterdir()):
         (out / RESUME).rmdir()
     by_digest = {row["config_digest"]: row for row in lines}
