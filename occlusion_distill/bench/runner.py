@@ -175,7 +175,7 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
     try:
         return _run_suite(suite, out, reporter, cache, only, report, command, resume, overwrite)
     except (KeyboardInterrupt, Interrupted) as exc:
-        finished = len(read_results(out)) if out.is_dir() else 0
+        finished = len(read_results(out))  # none when nothing was written
         kept = f"finished runs are kept in {out / RESULTS} ({finished} so far)" if finished else "no run had finished"
         raise Interrupted.saying(exc, f"{kept}; the run in progress continues from its last checkpoint, if one "
                                       "was saved: rerun the same command with --resume (not --overwrite)") from exc

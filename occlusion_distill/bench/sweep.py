@@ -127,33 +127,6 @@ def _best_val(history: list[dict[str, Any]], task: Any) -> float:
     return math.nan if best is None else float(best)
 
 
-def _train_settings(configs: dict[tuple[int, int], RunConfig], settings: list[dict[str, Any]],
-                    todo: list[tuple[int, int]], lines: list[dict[str, Any]], out: Path, reporter: Any,
-                    cache: Any) -> None:
-    """Train each (setting, seed) of ``todo``, appending its line to ``lines`` and ``out/sweep.jsonl``."""
-    with reporter.suite(len(configs), len(configs) - len(todo)) as bar:
-        for i, seed in todo:
-            cfg = configs[(i, seed)]
-            digest = config_digest(cfg)
-            bar.note(f"{label(settings[i])} seed {seed}")
-            checkpoints = out / RESUME / digest
-            run = ProtocolRun(cfg, reporter, cache, checkpoint_dir=checkpoints, discard_stale=True)
-            task = run.preflight().task
-            try:
-                run.student()
-                history, failed = run.histories["student"], None
-            except TrainingDiverged as exc:  # a setting that diverges ranks last; the sweep goes on
-                history, failed = [], str(exc)
-                reporter.info(f"{label(settings[i])} seed {seed}: {exc}")
-            lines.append({"setting": settings[i], "label": label(settings[i]), "seed": seed,
-                          "metric": task.metric, "higher_is_better": task.higher_is_better,
-                          "val_occluded": _best_val(history, task), "history": history, "failed": failed,
-                          "config": cfg.to_dict(), "config_digest": digest})
-            write_text(out / LINES, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
-            shutil.rmtree(checkpoints, ignore_errors=True)
-            bar.advance(1)
-
-
 def run_sweep(base: RunConfig, grid: dict[str, list[Any]], seeds: list[int], out: Path, reporter: Any, cache: Any,
               command: str | None = None) -> dict[str, Any]:
     """Train every setting x seed not yet in ``out/sweep.jsonl``, rank the settings by their mean best
@@ -188,7 +161,27 @@ def _run_sweep(base: RunConfig, grid: dict[str, list[Any]], seeds: list[int], ou
     todo = [(i, seed) for (i, seed), cfg in configs.items() if config_digest(cfg) not in done]
     reporter.info(f"sweep: {len(settings)} settings x {len(seeds)} seeds; {len(configs) - len(todo)} already in "
                   f"{out / LINES}, {len(todo)} to train")
-    _train_settings(configs, settings, todo, lines, out, reporter, cache)
+    with reporter.suite(len(configs), len(configs) - len(todo)) as bar:
+        for i, seed in todo:
+            cfg = configs[(i, seed)]
+            digest = config_digest(cfg)
+            bar.note(f"{label(settings[i])} seed {seed}")
+            checkpoints = out / RESUME / digest
+            run = ProtocolRun(cfg, reporter, cache, checkpoint_dir=checkpoints, discard_stale=True)
+            task = run.preflight().task
+            try:
+                run.student()
+                history, failed = run.histories["student"], None
+            except TrainingDiverged as exc:  # a setting that diverges ranks last; the sweep goes on
+                history, failed = [], str(exc)
+                reporter.info(f"{label(settings[i])} seed {seed}: {exc}")
+            lines.append({"setting": settings[i], "label": label(settings[i]), "seed": seed,
+                          "metric": task.metric, "higher_is_better": task.higher_is_better,
+                          "val_occluded": _best_val(history, task), "history": history, "failed": failed,
+                          "config": cfg.to_dict(), "config_digest": digest})
+            write_text(out / LINES, "".join(json.dumps(r, sort_keys=True) + "\n" for r in lines))
+            shutil.rmtree(checkpoints, ignore_errors=True)
+            bar.advance(1)
     if (out / RESUME).is_dir() and not any((out / RESUME).iterdir()):
         (out / RESUME).rmdir()
     by_digest = {row["config_digest"]: row for row in lines}
