@@ -18,7 +18,7 @@ missing teacher is refused: start students once their teacher is stored. For exa
     python benchmarks/suite_stages.py $S prepared $C $K 2 baseline student &
     wait
     occdistill bench run --suite standard --data-root prepared --cache-dir $C --resume \
-        --only 'ferplus/expression/upper-half/finetune' --only 'ferplus/expression/upper-half/kd'
+        --only 'ferplus/expression/upper-half/finetune' --only 'ferplus/expression/upper-half/kd' --seed 1 --seed 2
 
 Side by side, with test runs competing part of the time, each teacher took 70-73 minutes on one
 session's 2-core machine, against 38-46 for the suite's own teachers on an earlier one (also beside
@@ -26,16 +26,23 @@ another training): time a stage first before counting on a speed-up.
 
 Arguments: SUITE DATA_ROOT CACHE_DIR CELL SEED STAGE...; a STAGE is `teacher`, `baseline` (finetune's
 student) or `student` (the cell's distiller: for `combined`, its members and then its head).
+
+A stage in training saves its state at every epoch end under CACHE_DIR/stage-states/ (one directory per
+cell, seed and configuration), and the same command run again continues it from there: a student of
+16 epochs killed at epoch 12, say by the end of a session on a machine that keeps its disk, loses at
+most one epoch. The directory is removed once every stage asked for has finished.
 """
 import sys
 import time
 from pathlib import Path
 
+from occlusion_distill.bench.results import config_digest
 from occlusion_distill.bench.suite import load_suite
 from occlusion_distill.engine.cache import ModelCache
-from occlusion_distill.protocol.pipeline import ProtocolRun
+from occlusion_distill.protocol.pipeline import ProtocolRun, finish_run
 
 STAGES = ("teacher", "baseline", "student")
+STATES = "stage-states"  # under CACHE_DIR: the states of stages in training, so that a rerun resumes them
 USAGE = "usage: suite_stages.py SUITE DATA_ROOT CACHE_DIR CELL SEED STAGE... (STAGE: teacher, baseline, student)"
 
 
@@ -49,7 +56,10 @@ def main(argv: list[str]) -> int:
     if cell_id not in cells:
         print(f"suite {suite.name} has no cell {cell_id}; it has: {', '.join(cells)}", file=sys.stderr)
         return 2
-    run = ProtocolRun(cells[cell_id].config(seed, suite.preset), None, ModelCache(cache_dir))
+    cfg = cells[cell_id].config(seed, suite.preset)
+    # per configuration, so that a changed suite never resumes another setting's state (it would be refused)
+    states = Path(cache_dir) / STATES / f"{cell_id.replace('/', '-')}-s{seed}-{config_digest(cfg)}"
+    run = ProtocolRun(cfg, None, ModelCache(cache_dir), checkpoint_dir=states)
     run.preflight()
     if "teacher" not in stages and run.stages.get("teacher", "teachers", run.teacher_key)[0] is None:
         print(f"seed {seed}'s teacher is not in {cache_dir} yet: train it first (stage `teacher`)", file=sys.stderr)
@@ -58,6 +68,9 @@ def main(argv: list[str]) -> int:
         t = time.time()
         getattr(run, stage)()
         print(f"{cell_id} seed {seed} {stage}: {time.time() - t:.0f} s", flush=True)
+    finish_run(states)  # every stage is in the run cache now
+    if states.is_dir() and not any(states.iterdir()):
+        states.rmdir()
     return 0
 
 

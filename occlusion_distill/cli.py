@@ -401,6 +401,8 @@ def bench_group() -> None:
                    "[default: $OCCDISTILL_PREPARED or ./prepared].")
 @click.option("--only", multiple=True, metavar="PATTERN",
               help="Run only cells whose id (dataset/task/occlusion/distiller) matches; repeatable, globs allowed.")
+@click.option("--seed", "seeds", multiple=True, type=int, metavar="SEED",
+              help="Run only these of the suite's seeds; repeatable. With --only: those cells at those seeds.")
 @click.option("--check", is_flag=True, help="Check the suite (names, fields, data) and list its cells; train nothing.")
 @click.option("--resume", is_flag=True,
               help="Continue the results in --out: finished runs are skipped, an unfinished one continues from its "
@@ -409,8 +411,8 @@ def bench_group() -> None:
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=None,
               help="Run cache for teachers and students [default: $OCCDISTILL_CACHE or ~/.cache/occlusion-distill].")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
-def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, only: tuple[str, ...], check: bool,
-                  resume: bool, overwrite: bool, cache_dir: Path | None, quiet: bool) -> None:
+def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, only: tuple[str, ...],
+                  seeds: tuple[int, ...], check: bool, resume: bool, overwrite: bool, cache_dir: Path | None, quiet: bool) -> None:
     """Run a benchmark suite: every cell x seed, resumable; then summary.md, summary.csv and plots."""
     from .bench.runner import check_suite, run_suite, selected_runs
     from .bench.suite import load_suite
@@ -423,22 +425,22 @@ def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, onl
     suite = load_suite(suite_name, data_root.resolve())
     reporter = RichReporter(quiet=quiet)
     if check:
-        ids = {cell.id for cell, _ in selected_runs(suite, only)}
+        ids = {cell.id for cell, _ in selected_runs(suite, only, seeds)}
         configs = check_suite(suite, reporter, cells=ids)
         reporter.suite_cells(suite, len(configs), [cell for cell in suite.cells if cell.id in ids])
         return
     out = out or Path("runs") / f"bench-{suite.name}"
     if out.exists() and not out.is_dir():
         raise UsageError(f"--out {out} is a file, not a directory")
-    # the command that makes the whole directory: without --only (pieces) and the machine's cache path
+    # the command that makes the whole directory: without --only or --seed (pieces) and the machine's cache path
     command = f"occdistill bench run --suite {shlex.quote(suite_name)}"
     if any("data" in c.settings.get("dataset_args", {}) for c in suite.cells):
         command += f" --data-root {shlex.quote(str(data_root))}"
     command += f" --out {shlex.quote(str(out))}"
     if resume and overwrite:
         raise UsageError("--resume continues the results in --out and --overwrite discards them; choose one")
-    result = run_suite(suite, out, reporter, ModelCache(cache_dir or default_cache_dir()), only=only, command=command,
-                       resume=resume, overwrite=overwrite)
+    result = run_suite(suite, out, reporter, ModelCache(cache_dir or default_cache_dir()), only=only, seeds=seeds,
+                       command=command, resume=resume, overwrite=overwrite)
     reporter.info(f"{result['ran']} runs done, {result['skipped']} already there; summary -> {out / 'summary.md'}")
 
 

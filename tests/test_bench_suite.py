@@ -13,7 +13,7 @@ import pytest
 
 from occlusion_distill.bench.results import (RESULTS, SUITE_META, collect, config_digest, read_meta, read_results,
                                              write_results)
-from occlusion_distill.bench.runner import check_suite
+from occlusion_distill.bench.runner import check_suite, selected_runs
 from occlusion_distill.bench.stats import paired_t, t_two_sided_p
 from occlusion_distill.bench.suite import SuiteError, load_suite
 from occlusion_distill.bench.summary import csv_text, markdown
@@ -416,6 +416,21 @@ def test_a_piece_of_a_suite_needs_only_its_own_data_prepared(tmp_path):
     assert "1 selected by --only, checked" in res.stdout and "ferplus/" not in res.stdout
     res = run_cli("bench", "run", "--suite", suite, "--data-root", tmp_path, "--check")
     assert res.returncode != 0 and "not prepared data" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_seed_narrows_a_piece_to_some_seeds_and_refuses_a_seed_the_suite_does_not_run(tmp_path):
+    suite = tmp_path / "s.yaml"
+    suite.write_text("seeds: [0, 1, 2]\ndistillers: [finetune, kd]\nexperiments:\n"
+                     "  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask, upper-half]\n")
+    loaded = load_suite(str(suite), tmp_path)
+    runs = [(c.id, s) for c, s in selected_runs(loaded, ("*/mask/*",), (2,))]
+    assert runs == [("synthfaces/expression/mask/finetune", 2), ("synthfaces/expression/mask/kd", 2)]
+    assert len(selected_runs(loaded, (), (0, 2))) == 8 and len(selected_runs(loaded)) == 12
+    with pytest.raises(SuiteError, match="--seed 5: suite .* runs seeds 0, 1, 2 only"):
+        selected_runs(loaded, (), (2, 5))
+    res = run_cli("bench", "run", "--suite", suite, "--seed", "7", "--out", tmp_path / "out")
+    assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and "--seed 7" in res.stderr
+    assert not (tmp_path / "out").exists()
 
 
 TRAINER_STOP = Interrupted("interrupted in stage 'student' at epoch 2, step 9; the last checkpoint (epoch 2, step 9) "

@@ -152,28 +152,33 @@ def _checkpoint_dir(out: Path, cell: Cell, seed: int, digest: str) -> Path:
     return out / RESUME / f"{cell.id.replace('/', '-')}-s{seed}-{digest}"
 
 
-def selected_runs(suite: Suite, only: tuple[str, ...] = ()) -> list[tuple[Cell, int]]:
-    """The (cell, seed) runs whose cell id matches a pattern of ``only`` (a glob, or a part of the id),
-    in the suite's order; all of them without ``only``. A pattern list that matches nothing is a
-    ``SuiteError``."""
+def selected_runs(suite: Suite, only: tuple[str, ...] = (), seeds: tuple[int, ...] = ()) -> list[tuple[Cell, int]]:
+    """The (cell, seed) runs whose cell id matches a pattern of ``only`` (a glob, or a part of the id) and
+    whose seed is one of ``seeds``, in the suite's order; no filter where either is empty. A pattern list
+    that matches nothing, or a seed the suite does not run, is a ``SuiteError``."""
     todo = [(c, s) for c, s in suite.runs() if not only or any(fnmatch(c.id, p) or p in c.id for p in only)]
     if only and not todo:
         raise SuiteError(f"--only {' '.join(only)} matches no cell of suite {suite.name}; cells: "
                          + ", ".join(sorted({c.id for c in suite.cells})[:8]) + " ...")
-    return todo
+    unknown = sorted(set(seeds) - set(suite.seeds))
+    if unknown:
+        raise SuiteError(f"--seed {', '.join(map(str, unknown))}: suite {suite.name} runs seeds "
+                         f"{', '.join(map(str, suite.seeds))} only")
+    return [(c, s) for c, s in todo if not seeds or s in seeds]
 
 
 def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[str, ...] = (),
               report: bool = True, command: str | None = None, resume: bool = False,
-              overwrite: bool = False) -> dict[str, Any]:
+              overwrite: bool = False, seeds: tuple[int, ...] = ()) -> dict[str, Any]:
     """Run every cell x seed not already in ``out/results.jsonl`` with the same config; then summarise.
 
     An ``out`` that holds results is continued with ``resume`` (finished runs are skipped, an unfinished
-    one continues from its last stage checkpoint) or started again with ``overwrite``. A Ctrl-C, wherever
+    one continues from its last stage checkpoint) or started again with ``overwrite``. ``only`` and ``seeds``
+    run a piece: see ``selected_runs``. A Ctrl-C, wherever
     it comes, is an ``Interrupted`` that says what was kept and how to continue.
     """
     try:
-        return _run_suite(suite, out, reporter, cache, only, report, command, resume, overwrite)
+        return _run_suite(suite, out, reporter, cache, only, seeds, report, command, resume, overwrite)
     except (KeyboardInterrupt, Interrupted) as exc:
         finished = len(read_results(out))  # none when nothing was written
         kept = f"finished runs are kept in {out / RESULTS} ({finished} so far)" if finished else "no run had finished"
@@ -181,9 +186,9 @@ def run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[st
                                       "was saved: rerun the same command with --resume (not --overwrite)") from exc
 
 
-def _run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[str, ...], report: bool,
-               command: str | None, resume: bool, overwrite: bool) -> dict[str, Any]:
-    todo = selected_runs(suite, only)
+def _run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[str, ...], seeds: tuple[int, ...],
+               report: bool, command: str | None, resume: bool, overwrite: bool) -> dict[str, Any]:
+    todo = selected_runs(suite, only, seeds)
     configs = check_suite(suite, reporter, cells={c.id for c, _ in todo})
     meta = out / SUITE_META
     started = (out / RESULTS).is_file() or (out / RESUME).is_dir()
@@ -207,7 +212,7 @@ def _run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[s
     commit = git_commit(Path(__file__).resolve().parent)  # the code that runs, not the suite file's checkout
     skipped = len(todo) - len(pending)
     reporter.info(f"suite {suite.name}: {len(todo)} runs ({len(suite.cells)} cells x {len(suite.seeds)} seeds"
-                  + (", filtered by --only" if only else "") + f"); {skipped} already in {out / RESULTS}, "
+                  + "".join(f", filtered by {flag}" for flag, used in (("--only", only), ("--seed", seeds)) if used) + f"); {skipped} already in {out / RESULTS}, "
                   f"{len(pending)} to run")
     try:
         with reporter.suite(len(todo), skipped) as bar:
