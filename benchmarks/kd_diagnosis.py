@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from occlusion_distill.bench.suite import load_suite
 from occlusion_distill.data.paired import occlude_all, to_tensor
 from occlusion_distill.engine.cache import ModelCache
+from occlusion_distill.errors import OccdistillError
 from occlusion_distill.io import write_json
 from occlusion_distill.protocol.pipeline import ProtocolRun
 
@@ -48,8 +49,10 @@ class StoredModels(ProtocolRun):
 
 @torch.no_grad()
 def predict(model: torch.nn.Module, images: torch.Tensor, batch: int = 512) -> torch.Tensor:
+    """(N, K) logits on the CPU, whatever device the model is on."""
     model.eval()
-    return torch.cat([model(images[i:i + batch]).logits for i in range(0, len(images), batch)])
+    device = next(model.parameters()).device
+    return torch.cat([model(images[i:i + batch].to(device)).logits.cpu() for i in range(0, len(images), batch)])
 
 
 def describe(logits: torch.Tensor, targets: np.ndarray) -> dict[str, float]:
@@ -77,7 +80,9 @@ def main(argv: list[str]) -> int:
         print(f"suite {suite.name} has no cell {cell_id}; it has: {', '.join(cells)}", file=sys.stderr)
         return 2
     run = StoredModels(cells[cell_id].config(seed, suite.preset), None, ModelCache(cache_dir))
-    run.preflight()
+    if run.preflight().task.regression:
+        print(f"{cell_id} is a regression cell: this diagnosis reads class probabilities", file=sys.stderr)
+        return 2
     if run.stages.get("teacher", "teachers", run.teacher_key)[0] is None:  # before minutes of data loading
         print(f"seed {seed}'s teacher is not in {cache_dir}: train it first (benchmarks/suite_stages.py)", file=sys.stderr)
         return 2
@@ -105,4 +110,8 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except OccdistillError as exc:  # bad input (data not prepared, a stale suite file): one line, as occdistill says it
+        print(f"kd_diagnosis.py: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

@@ -28,9 +28,10 @@ Arguments: SUITE DATA_ROOT CACHE_DIR CELL SEED STAGE...; a STAGE is `teacher`, `
 student) or `student` (the cell's distiller: for `combined`, its members and then its head).
 
 A stage in training saves its state at every epoch end under CACHE_DIR/stage-states/ (one directory per
-cell, seed and configuration), and the same command run again continues it from there: a student of
-16 epochs killed at epoch 12, say by the end of a session on a machine that keeps its disk, loses at
-most one epoch. The directory is removed once every stage asked for has finished.
+cell, seed, configuration and list of stages asked for), and the same command run again continues it
+from there: a student of 16 epochs killed at epoch 12, say by the end of a session on a machine that
+keeps its disk, loses at most one epoch. The directory is removed once every stage asked for has
+finished.
 """
 import sys
 import time
@@ -39,6 +40,7 @@ from pathlib import Path
 from occlusion_distill.bench.results import config_digest
 from occlusion_distill.bench.suite import load_suite
 from occlusion_distill.engine.cache import ModelCache
+from occlusion_distill.errors import OccdistillError
 from occlusion_distill.protocol.pipeline import ProtocolRun, finish_run
 
 STAGES = ("teacher", "baseline", "student")
@@ -57,9 +59,12 @@ def main(argv: list[str]) -> int:
         print(f"suite {suite.name} has no cell {cell_id}; it has: {', '.join(cells)}", file=sys.stderr)
         return 2
     cfg = cells[cell_id].config(seed, suite.preset)
-    # per configuration, so that a changed suite never resumes another setting's state (it would be refused)
-    states = Path(cache_dir) / STATES / f"{cell_id.replace('/', '-')}-s{seed}-{config_digest(cfg)}"
-    run = ProtocolRun(cfg, None, ModelCache(cache_dir), checkpoint_dir=states)
+    # per configuration, so that a changed suite never resumes another setting's state (it would be
+    # refused); per list of stages, so that processes training other stages of this cell and seed side
+    # by side (`baseline` in one, `student` in another) never clear each other's states when they finish
+    states = Path(cache_dir) / STATES / f"{cell_id.replace('/', '-')}-s{seed}-{config_digest(cfg)}-{'-'.join(stages)}"
+    # a state another version of the toolkit wrote (its stage key differs) starts the stage afresh, as in bench run
+    run = ProtocolRun(cfg, None, ModelCache(cache_dir), checkpoint_dir=states, discard_stale=True)
     run.preflight()
     if "teacher" not in stages and run.stages.get("teacher", "teachers", run.teacher_key)[0] is None:
         print(f"seed {seed}'s teacher is not in {cache_dir} yet: train it first (stage `teacher`)", file=sys.stderr)
@@ -69,10 +74,16 @@ def main(argv: list[str]) -> int:
         getattr(run, stage)()
         print(f"{cell_id} seed {seed} {stage}: {time.time() - t:.0f} s", flush=True)
     finish_run(states)  # every stage is in the run cache now
-    if states.is_dir() and not any(states.iterdir()):
+    try:
         states.rmdir()
+    except OSError:  # not there, or not empty
+        pass
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except OccdistillError as exc:  # bad input (data not prepared, a stale suite file): one line, as occdistill says it
+        print(f"suite_stages.py: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)

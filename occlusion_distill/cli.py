@@ -401,7 +401,7 @@ def bench_group() -> None:
                    "[default: $OCCDISTILL_PREPARED or ./prepared].")
 @click.option("--only", multiple=True, metavar="PATTERN",
               help="Run only cells whose id (dataset/task/occlusion/distiller) matches; repeatable, globs allowed.")
-@click.option("--seed", "seeds", multiple=True, type=int, metavar="SEED",
+@click.option("--seed", "seeds", multiple=True, type=int, metavar="N",
               help="Run only these of the suite's seeds; repeatable. With --only: those cells at those seeds.")
 @click.option("--check", is_flag=True, help="Check the suite (names, fields, data) and list its cells; train nothing.")
 @click.option("--resume", is_flag=True,
@@ -427,7 +427,7 @@ def bench_run_cmd(suite_name: str, out: Path | None, data_root: Path | None, onl
     if check:
         ids = {cell.id for cell, _ in selected_runs(suite, only, seeds)}
         configs = check_suite(suite, reporter, cells=ids)
-        reporter.suite_cells(suite, len(configs), [cell for cell in suite.cells if cell.id in ids])
+        reporter.suite_cells(suite, len(configs), [cell for cell in suite.cells if cell.id in ids], seeds)
         return
     out = out or Path("runs") / f"bench-{suite.name}"
     if out.exists() and not out.is_dir():

@@ -268,10 +268,13 @@ class RichReporter:
     def print_json(self, text: str) -> None:
         sys.stdout.write(text + "\n")
 
-    def suite_cells(self, suite: Any, runs: int, cells: list[Any] | None = None) -> None:
-        """``bench run --check``: the cells a suite would run (``cells``: those ``--only`` selected)."""
+    def suite_cells(self, suite: Any, runs: int, cells: list[Any] | None = None, seeds: tuple[int, ...] = ()) -> None:
+        """``bench run --check``: the cells a suite would run (``cells``: those ``--only`` selected; ``seeds``:
+        those ``--seed`` selected, which the check does not narrow: a cell is checked at every seed)."""
         cells = suite.cells if cells is None else cells
         checked = "all checked" if len(cells) == len(suite.cells) else f"{len(cells)} selected by --only, checked"
+        if seeds:
+            checked += f"; --seed {', '.join(map(str, seeds))} would run {len(cells) * len(seeds)} of them"
         table = Table(title=f"suite {suite.name} ({suite.path}): {len(suite.cells)} cells x {len(suite.seeds)} seeds "
                             f"= {runs} runs; {checked}", title_justify="left")
         for col in ("cell", "backbone", "px", "epochs (teacher/student)", "data"):

@@ -431,6 +431,8 @@ def test_seed_narrows_a_piece_to_some_seeds_and_refuses_a_seed_the_suite_does_no
     res = run_cli("bench", "run", "--suite", suite, "--seed", "7", "--out", tmp_path / "out")
     assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and "--seed 7" in res.stderr
     assert not (tmp_path / "out").exists()
+    res = run_cli("bench", "run", "--suite", suite, "--only", "*/mask/*", "--seed", "2", "--check")
+    assert res.returncode == 0 and "--seed 2 would run 2 of them" in " ".join(res.stdout.split()), res.stderr
 
 
 TRAINER_STOP = Interrupted("interrupted in stage 'student' at epoch 2, step 9; the last checkpoint (epoch 2, step 9) "

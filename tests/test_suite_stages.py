@@ -8,6 +8,8 @@ import time
 
 import torch
 
+from occlusion_distill.engine.checkpoint import StageCheckpoint
+
 from conftest import ROOT
 from test_resume import _wait_for_state
 
@@ -36,7 +38,7 @@ def _teacher(cache):
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def test_a_killed_stage_resumes_from_its_state_and_matches_an_unbroken_one(tmp_path):
+def test_a_killed_stage_resumes_from_its_state_and_matches_an_unbroken_one(tmp_path, monkeypatch):
     (tmp_path / "suite.yaml").write_text(SUITE)
     assert suite_stages.main(_args(tmp_path, tmp_path / "ref")) == 0  # in this process: no second start-up
 
@@ -55,7 +57,11 @@ def test_a_killed_stage_resumes_from_its_state_and_matches_an_unbroken_one(tmp_p
     proc.wait(timeout=30)
     assert not (cache / "teachers").exists() or not any((cache / "teachers").iterdir())
 
+    loaded = []  # a retrain from scratch would match the unbroken run too: see that the state was read
+    original = StageCheckpoint.load
+    monkeypatch.setattr(StageCheckpoint, "load", lambda self: loaded.append(original(self)) or loaded[-1])
     assert suite_stages.main(_args(tmp_path, cache)) == 0
+    assert [state["epoch"] for state in loaded if state is not None] == [1]
     assert not any((cache / "stage-states").iterdir())  # the states go once the stage is in the cache
     a, b = _teacher(tmp_path / "ref"), _teacher(cache)
     assert a["history"] == b["history"]
