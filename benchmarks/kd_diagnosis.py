@@ -22,12 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from occlusion_distill.bench.suite import load_suite
 from occlusion_distill.data.paired import occlude_all, to_tensor
 from occlusion_distill.engine.cache import ModelCache
-from occlusion_distill.errors import OccdistillError
 from occlusion_distill.io import write_json
 from occlusion_distill.protocol.pipeline import ProtocolRun
+from suite_stages import cell_config, script, teacher_stored  # benchmarks/, beside this script
 
 TAU = 2.0
 TRAIN_OCCLUSION_SEED = 999
@@ -42,9 +41,9 @@ class StoredModels(ProtocolRun):
     """A run that loads its stages from the cache and never trains one: a diagnosis is of the suite's models."""
 
     def stage(self, stage, kind, key, train, template):
-        if self.stages.get(stage, kind, key)[0] is None:
+        def refuse():  # called only where the stage cache misses
             raise NotStored(f"stage '{stage}'")
-        return super().stage(stage, kind, key, train, template)
+        return super().stage(stage, kind, key, refuse, template)
 
 
 @torch.no_grad()
@@ -74,16 +73,11 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     suite_file, data_root, cache_dir, cell_id, seed, out = argv[0], argv[1], argv[2], argv[3], int(argv[4]), Path(argv[5])
-    suite = load_suite(suite_file, data_root=Path(data_root))
-    cells = {cell.id: cell for cell in suite.cells}
-    if cell_id not in cells:
-        print(f"suite {suite.name} has no cell {cell_id}; it has: {', '.join(cells)}", file=sys.stderr)
-        return 2
-    run = StoredModels(cells[cell_id].config(seed, suite.preset), None, ModelCache(cache_dir))
+    run = StoredModels(cell_config(suite_file, data_root, cell_id, seed), None, ModelCache(cache_dir))
     if run.preflight().task.regression:
         print(f"{cell_id} is a regression cell: this diagnosis reads class probabilities", file=sys.stderr)
         return 2
-    if run.stages.get("teacher", "teachers", run.teacher_key)[0] is None:  # before minutes of data loading
+    if not teacher_stored(run):
         print(f"seed {seed}'s teacher is not in {cache_dir}: train it first (benchmarks/suite_stages.py)", file=sys.stderr)
         return 2
     data = run.load_data()
@@ -110,8 +104,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except OccdistillError as exc:  # bad input (data not prepared, a stale suite file): one line, as occdistill says it
-        print(f"kd_diagnosis.py: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    script(main, "kd_diagnosis.py")

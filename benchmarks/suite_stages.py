@@ -36,11 +36,13 @@ finished.
 import sys
 import time
 from pathlib import Path
+from typing import Callable, NoReturn
 
 from occlusion_distill.bench.results import config_digest
 from occlusion_distill.bench.suite import load_suite
 from occlusion_distill.engine.cache import ModelCache
-from occlusion_distill.errors import OccdistillError
+from occlusion_distill.config import RunConfig
+from occlusion_distill.errors import OccdistillError, UsageError
 from occlusion_distill.protocol.pipeline import ProtocolRun, finish_run
 
 STAGES = ("teacher", "baseline", "student")
@@ -48,25 +50,43 @@ STATES = "stage-states"  # under CACHE_DIR: the states of stages in training, so
 USAGE = "usage: suite_stages.py SUITE DATA_ROOT CACHE_DIR CELL SEED STAGE... (STAGE: teacher, baseline, student)"
 
 
+def cell_config(suite_file: str, data_root: str, cell_id: str, seed: int) -> RunConfig:
+    """The run config of ``cell_id`` at ``seed`` in a suite file; a cell it lacks is a ``UsageError``."""
+    suite = load_suite(suite_file, data_root=Path(data_root))
+    cells = {cell.id: cell for cell in suite.cells}
+    if cell_id not in cells:
+        raise UsageError(f"suite {suite.name} has no cell {cell_id}; it has: {', '.join(cells)}")
+    return cells[cell_id].config(seed, suite.preset)
+
+
+def teacher_stored(run: ProtocolRun) -> bool:
+    """Whether the run's cache (or checkpoints) holds its teacher: checked before minutes of data loading."""
+    return run.stages.get("teacher", "teachers", run.teacher_key)[0] is not None
+
+
+def script(main: Callable[[list[str]], int], name: str) -> NoReturn:
+    """Run a benchmark script's ``main`` on the command line; bad input (data not prepared, a cell the
+    suite lacks) is one line, as occdistill says it, not a traceback."""
+    try:
+        sys.exit(main(sys.argv[1:]))
+    except OccdistillError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+
+
 def main(argv: list[str]) -> int:
     if len(argv) < 6 or any(stage not in STAGES for stage in argv[5:]):
         print(USAGE, file=sys.stderr)
         return 2
     suite_file, data_root, cache_dir, cell_id, seed, stages = argv[0], argv[1], argv[2], argv[3], int(argv[4]), argv[5:]
-    suite = load_suite(suite_file, data_root=Path(data_root))
-    cells = {cell.id: cell for cell in suite.cells}
-    if cell_id not in cells:
-        print(f"suite {suite.name} has no cell {cell_id}; it has: {', '.join(cells)}", file=sys.stderr)
-        return 2
-    cfg = cells[cell_id].config(seed, suite.preset)
-    # per configuration, so that a changed suite never resumes another setting's state (it would be
-    # refused); per list of stages, so that processes training other stages of this cell and seed side
+    cfg = cell_config(suite_file, data_root, cell_id, seed)
+    # per configuration, so that a changed suite never resumes another setting's state; per list of stages, so that processes training other stages of this cell and seed side
     # by side (`baseline` in one, `student` in another) never clear each other's states when they finish
     states = Path(cache_dir) / STATES / f"{cell_id.replace('/', '-')}-s{seed}-{config_digest(cfg)}-{'-'.join(stages)}"
     # a state another version of the toolkit wrote (its stage key differs) starts the stage afresh, as in bench run
     run = ProtocolRun(cfg, None, ModelCache(cache_dir), checkpoint_dir=states, discard_stale=True)
     run.preflight()
-    if "teacher" not in stages and run.stages.get("teacher", "teachers", run.teacher_key)[0] is None:
+    if "teacher" not in stages and not teacher_stored(run):
         print(f"seed {seed}'s teacher is not in {cache_dir} yet: train it first (stage `teacher`)", file=sys.stderr)
         return 2
     for stage in stages:
@@ -82,8 +102,4 @@ def main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main(sys.argv[1:]))
-    except OccdistillError as exc:  # bad input (data not prepared, a stale suite file): one line, as occdistill says it
-        print(f"suite_stages.py: error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    script(main, "suite_stages.py")

@@ -211,9 +211,9 @@ def _run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[s
             shutil.rmtree(_checkpoint_dir(out, cell, seed, done[(cell.id, seed)]), ignore_errors=True)
     commit = git_commit(Path(__file__).resolve().parent)  # the code that runs, not the suite file's checkout
     skipped = len(todo) - len(pending)
+    filters = "".join(f", filtered by {flag}" for flag, used in (("--only", only), ("--seed", seeds)) if used)
     reporter.info(f"suite {suite.name}: {len(todo)} runs ({len(suite.cells)} cells x {len(suite.seeds)} seeds"
-                  + "".join(f", filtered by {flag}" for flag, used in (("--only", only), ("--seed", seeds)) if used) + f"); {skipped} already in {out / RESULTS}, "
-                  f"{len(pending)} to run")
+                  f"{filters}); {skipped} already in {out / RESULTS}, {len(pending)} to run")
     try:
         with reporter.suite(len(todo), skipped) as bar:
             for cell, seed in pending:
