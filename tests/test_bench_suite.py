@@ -16,7 +16,7 @@ from occlusion_distill.bench.results import (RESULTS, SUITE_META, collect, confi
 from occlusion_distill.bench.runner import check_suite, selected_runs
 from occlusion_distill.bench.stats import paired_t, t_two_sided_p
 from occlusion_distill.bench.suite import SuiteError, load_suite
-from occlusion_distill.bench.summary import csv_text, markdown
+from occlusion_distill.bench.summary import _groups, csv_text, markdown
 from occlusion_distill.config import RunConfig
 from occlusion_distill.cli import main
 from occlusion_distill.errors import Interrupted
@@ -295,6 +295,36 @@ def test_summary_marks_significant_cells_and_sets_references_beside_ours():
     assert "▲" in md and "41.9%" in md  # the paper's gap closed: (82.75 - 81.28) / (84.79 - 81.28)
     table = list(csv.DictReader(csv_text(cells).splitlines()))
     assert [r["significant"] for r in table] == ["", "True", "False"]
+
+
+def test_summary_keeps_columns_under_their_headers_when_a_piece_ran_some_cells_only(tmp_path):
+    """A suite run in pieces: upper-half has kd for 3 seeds and triplet for seed 2; mask has triplet alone
+    (no kd), on seed 2. Each value stays under its own header, one seed shows no "± 0", and a mean over
+    other seeds than its row's finetune says which."""
+    rows = []
+    for seed, base in enumerate((70.0, 71.0, 69.0)):
+        rows.append(_row("ferplus/expression/upper-half/finetune", seed, "finetune", base, baseline=base))
+        rows.append(_row("ferplus/expression/upper-half/kd", seed, "kd", base + 1.0, baseline=base))
+    rows.append(_row("ferplus/expression/upper-half/triplet", 2, "triplet", 72.5, baseline=69.0))
+    rows.append(_row("ferplus/expression/mask/finetune", 2, "finetune", 60.0, baseline=60.0))
+    rows.append(_row("ferplus/expression/mask/triplet", 2, "triplet", 61.5, baseline=60.0))
+    rows.append(_row("ferplus/expression/mask/combined", 2, "combined", 62.0, baseline=60.0))  # not in upper-half
+    md = markdown(collect(rows), rows, {"name": "t"})
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    header = table[0].split(" | ")
+    cols = {h.strip(" |"): i for i, h in enumerate(header)}
+    upper = next(line for line in table if line.startswith("| upper-half |")).split(" | ")
+    mask = next(line for line in table if line.startswith("| mask (seed 2) |")).split(" | ")
+    assert upper[cols["kd"]] == "71.00 ± 1.00" and upper[cols["triplet"]] == "72.50 (seed 2)"
+    assert mask[cols["kd"]] == "–" and mask[cols["triplet"]].strip(" |") == "61.50"
+    assert mask[cols["finetune"]] == "60.00" and "±" not in "".join(mask)
+    gaps = next(line for line in md.splitlines() if line.startswith("| mask (seed 2) |") and "Δ" in line)
+    assert gaps == "| mask (seed 2) | – | 7.5% (Δ +1.50) | 10.0% (Δ +2.00) |"
+    assert upper[cols["combined"]].strip(" |") == "–"
+    from occlusion_distill.bench.plots import bar_chart
+    by_occ = _groups(collect(rows))[("ferplus", "expression")]
+    bar_chart(tmp_path / "p.png", "ferplus", "expression", by_occ)  # combined: under mask only
+    assert (tmp_path / "p.png").stat().st_size > 0
 
 
 def test_per_face_tests_match_hand_computed_p_values():

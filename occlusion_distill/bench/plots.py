@@ -21,9 +21,11 @@ DISTILLER_COLOURS = ["#55a868", "#8172b3", "#c44e52", "#64b5cd", "#937860", "#da
 
 def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[CellStats]]) -> None:
     occlusions = list(by_occlusion)
-    first = by_occlusion[occlusions[0]]
+    # every label of any occlusion, in suite order: a piece of a suite may have run a label under one only
+    distillers = {c.label: c.distiller for group in by_occlusion.values() for c in group}
     series = [("teacher, clean faces", "teacher_clean", None), ("teacher, occluded", "teacher_occluded", None)]
-    series += [(c.label if c.distiller != "finetune" else "finetune (baseline)", "student", c.label) for c in first]
+    series += [(label if d != "finetune" else "finetune (baseline)", "student", label)
+               for label, d in distillers.items()]
     width = 0.8 / len(series)
     fig = Figure(figsize=(max(6.5, 1.9 * len(occlusions) + 2.5), 4.2), dpi=120)
     ax = fig.subplots()
@@ -39,7 +41,8 @@ def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[
             k += 1
         for j, occ in enumerate(occlusions):
             group = by_occlusion[occ]
-            cell = group[0] if label is None else next((c for c in group if c.label == label), None)
+            base = next((c for c in group if c.distiller == "finetune"), group[0])
+            cell = base if label is None else next((c for c in group if c.label == label), None)
             m, s = cell.stat(score) if cell is not None else (math.nan, math.nan)
             bars.append((j + (i - (len(series) - 1) / 2) * width, m, s, colour, name, score))
     # The axis fits the teacher on clean faces and the students: the comparisons that matter are a few
@@ -69,12 +72,14 @@ def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[
     ax.set_ylim(bottom, top)
     ax.set_xticks(range(len(occlusions)), occlusions)
     ax.set_xlabel("occlusion (student and scores on occluded test faces)")
-    ax.set_ylabel(f"test {metric_label(first[0])}", fontsize=9)
-    seeds = len(first[0].seeds)
+    every = [c for group in by_occlusion.values() for c in group]
+    ax.set_ylabel(f"test {metric_label(every[0])}", fontsize=9)
+    counts = sorted({len(c.seeds) for c in every})
+    seeds = str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}"
     notes = ["axis does not start at 0" if bottom > 0 else "", "hatched: cut at the axis, value written"
              if any_clipped else ""]
     notes = [n for n in notes if n]
-    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} · {task}: mean ± std over {seeds} seed{'s' * (seeds != 1)}"
+    ax.set_title(f"{DATASET_NAMES.get(dataset, dataset)} · {task}: mean ± std over {seeds} seed{'s' * (seeds != '1')}"
                  + (f"\n({'; '.join(notes)})" if notes else ""), fontsize=10)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
@@ -103,7 +108,8 @@ def gap_heatmap(path: Path, cells: list[CellStats]) -> None:
         grid[i, j] = m
         if not math.isnan(m):
             mark = (" ▲" if c.better else " ▼") if c.significant else ""
-            text[i][j] = f"{m:.1f}% ± {s:.1f}{mark}"  # as in summary.md; whole percents showed "-0%"
+            # as in summary.md (whole percents showed "-0%"); one seed has no spread to show
+            text[i][j] = (f"{m:.1f}% ± {s:.1f}" if len(c.seeds) > 1 else f"{m:.1f}% (1 seed)") + mark
         else:
             text[i][j] = "no gap"
     finite = grid[np.isfinite(grid)]

@@ -21,13 +21,46 @@ from .results import (ALPHA, DATASET_NAMES, PLOTS, RESULTS, CellStats, collect, 
 SCORES = ("teacher_clean", "teacher_occluded", "baseline", "student")
 
 
-def _fmt(m: float, s: float, digits: int = 2) -> str:
-    return "–" if math.isnan(m) else f"{m:.{digits}f} ± {s:.{digits}f}"
+def _seeds_text(seeds: list[int]) -> str:
+    return ("seed " if len(seeds) == 1 else "seeds ") + ", ".join(map(str, seeds))
 
 
-def _gap_text(c: CellStats) -> str:
-    m, s = c.stat("gap_closed")
-    return "–" if math.isnan(m) else f"{m:.1f}% ± {s:.1f}"
+def _fmt(c: CellStats | None, name: str, row_seeds: list[int], digits: int = 2, unit: str = "") -> str:
+    """``c``'s mean ± std of ``name`` over its seeds; "–" without ``c`` or a value.
+
+    One seed has no spread, so it shows the value alone, not "± 0". A cell whose seeds are not its row's
+    (``row_seeds``, its baseline's) says which it has: its mean is over other seeds' models than its
+    neighbours', so the two side by side are not a paired comparison (Δ and the tests are paired)."""
+    m, s = c.stat(name) if c is not None else (math.nan, math.nan)
+    if c is None or math.isnan(m):
+        return "–"
+    text = f"{m:.{digits}f}{unit}" if len(c.seeds) == 1 else f"{m:.{digits}f}{unit} ± {s:.{digits}f}"
+    return text if c.seeds == row_seeds else f"{text} ({_seeds_text(c.seeds)})"
+
+
+def _row_head(occ: str, row_seeds: list[int], all_seeds: list[int]) -> str:
+    """A row's occlusion, with its seeds where they are not all the suite's."""
+    return occ if row_seeds == all_seeds else f"{occ} ({_seeds_text(row_seeds)})"
+
+
+def _gap_text(c: CellStats | None, row_seeds: list[int]) -> str:
+    return _fmt(c, "gap_closed", row_seeds, digits=1, unit="%")
+
+
+def _labels(by_occ: dict[str, list[CellStats]], distilled: bool = False) -> list[str]:
+    """Every label of a (data set, task) group (with ``distilled``, but ``finetune``'s), in suite order: an
+    occlusion that lacks one (a piece of a suite run so far) gets "–" in its column instead of shifting
+    the later columns under the wrong headers."""
+    return list(dict.fromkeys(c.label for group in by_occ.values() for c in group
+                              if not (distilled and c.distiller == "finetune")))
+
+
+def _cell(group: list[CellStats], label: str) -> CellStats | None:
+    return next((c for c in group if c.label == label), None)
+
+
+def _baseline(group: list[CellStats]) -> CellStats:
+    return next((c for c in group if c.distiller == "finetune"), group[0])
 
 
 def _diff_text(c: CellStats) -> str:
@@ -56,6 +89,24 @@ def _setup_line(rows: list[dict[str, Any]], dataset: str, task: str) -> str:
             f"{cfg['batch_size']}; {n_train:,} training and {n_test:,} test faces")
 
 
+def _outside_text(rows: list[dict[str, Any]]) -> str:
+    """What the wall time leaves out: models a run found in its cache and no run of these trained (by
+    ``benchmarks/suite_stages.py``, say, or another suite sharing the cache) were only scored here."""
+    students = sum(bool((r.get("reused_from_cache") or {}).get("student")) for r in rows)
+    by_teacher: dict[tuple[Any, ...], bool] = {}
+    for r in rows:
+        key = (r.get("dataset"), r.get("task"), r.get("seed"))
+        by_teacher[key] = by_teacher.get(key, True) and bool((r.get("reused_from_cache") or {}).get("teacher"))
+    teachers = sum(by_teacher.values())
+    if not students and not teachers:
+        return ""
+    what = " and ".join(part for part in (f"{students} student{'s' if students != 1 else ''}" if students else "",
+                                          f"{teachers} teacher{'s' if teachers != 1 else ''}" if teachers else "")
+                        if part)
+    return (f" The wall time leaves out the training of {what} that these runs found in their run cache, "
+            "trained elsewhere (by `benchmarks/suite_stages.py`, say).")
+
+
 def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     seeds = sorted({s for c in cells for s in c.seeds})
     devices = sorted({r.get("device_name") or r.get("device", "?") for r in rows})
@@ -67,7 +118,8 @@ def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str,
     if meta.get("command"):
         lines += [f"Made by `{meta['command']}`; rebuilt from `{RESULTS}` by `occdistill bench report DIR`.", ""]
     lines += [f"{len(rows)} runs ({len(cells)} cells, seeds {', '.join(map(str, seeds))}) in {hours:.1f} h of wall "
-              f"time on {'; '.join(devices)}; occlusion-distill commit(s) {', '.join(c[:12] for c in commits)}.",
+              f"time on {'; '.join(devices)}; occlusion-distill commit(s) {', '.join(c[:12] for c in commits)}."
+              + _outside_text(rows),
               "", "Every score is on the test faces, mean ± std over seeds. Each seed has its own teacher and "
               "baseline (the teacher fine-tuned on occluded faces, `finetune`), shared by that seed's "
               "distillers. **Gap closed** = (student − finetune) / (teacher on clean faces − finetune), per seed "
@@ -75,29 +127,39 @@ def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str,
               f"t-test; ▲ / ▼ mark p < {ALPHA} (better / worse than `finetune`).", ""]
     for (dataset, task), by_occ in _groups(cells).items():
         first = next(iter(by_occ.values()))[0]
-        labels = [c.label for c in next(iter(by_occ.values()))]
+        labels = _labels(by_occ)
         lines += [f"## {DATASET_NAMES.get(dataset, dataset)} · {task}: {metric_label(first)}", "",
                   _setup_line(rows, dataset, task) + ".", "",
                   "| occlusion | teacher, clean faces | teacher, occluded | " + " | ".join(labels) + " |",
                   "|---|" + "---:|" * (2 + len(labels))]
         for occ, group in by_occ.items():
-            ref = group[0]
+            ref = _baseline(group)
             students = []
-            for c in group:
-                text = _fmt(*c.stat("student"))
-                if c.significant:
+            for label in labels:
+                c = _cell(group, label)
+                text = _fmt(c, "student", ref.seeds)
+                if c is not None and c.significant:
                     text += " ▲" if c.better else " ▼"
                 students.append(text)
-            lines.append(f"| {occ} | {_fmt(*ref.stat('teacher_clean'))} | {_fmt(*ref.stat('teacher_occluded'))} | "
-                         + " | ".join(students) + " |")
-        distilled = [c for c in next(iter(by_occ.values())) if c.distiller != "finetune"]
+            lines.append(f"| {_row_head(occ, ref.seeds, seeds)} | {_fmt(ref, 'teacher_clean', ref.seeds)} | "
+                         f"{_fmt(ref, 'teacher_occluded', ref.seeds)} | " + " | ".join(students) + " |")
+        distilled = _labels(by_occ, distilled=True)
         if distilled:
             lines += ["", "Gap closed, and Δ against `finetune` (paired by seed):", "",
-                      "| occlusion | " + " | ".join(c.label for c in distilled) + " |",
+                      "| occlusion | " + " | ".join(distilled) + " |",
                       "|---|" + "---:|" * len(distilled)]
             for occ, group in by_occ.items():
-                cols = [f"{_gap_text(c)} (Δ {_diff_text(c)})" for c in group if c.distiller != "finetune"]
-                lines.append(f"| {occ} | " + " | ".join(cols) + " |")
+                ref = _baseline(group)
+                cols = []
+                for label in distilled:
+                    c = _cell(group, label)
+                    if c is None:
+                        cols.append("–")
+                        continue
+                    gap = _gap_text(c, ref.seeds)  # "4.9% (seed 2)" → "4.9% (seed 2; Δ +0.35)"
+                    diff = _diff_text(c)
+                    cols.append(f"{gap[:-1]}; Δ {diff})" if gap.endswith(")") else f"{gap} (Δ {diff})")
+                lines.append(f"| {_row_head(occ, ref.seeds, seeds)} | " + " | ".join(cols) + " |")
         lines += per_face_section(by_occ)
         lines += control_section(by_occ)
         lines += ["", f"![{dataset} {task}](plots/{dataset}-{task}.png)", ""]
@@ -125,13 +187,14 @@ def per_face_section(by_occ: dict[str, list[CellStats]]) -> list[str]:
     test = next(iter(cells[0].per_face.values()))["test"]
     what = ("McNemar's exact test on the faces each gets right" if test == "McNemar"
             else "the Wilcoxon signed-rank test on absolute errors")
-    labels = [c.label for c in next(iter(by_occ.values())) if c.distiller != "finetune"]
+    labels = _labels(by_occ, distilled=True)
     lines = ["", f"Against `finetune` on the same test faces, seed by seed ({what}; two-sided): p, and the faces "
              "where the student does better / worse:", "",
              "| occlusion | " + " | ".join(labels) + " |", "|---|" + "---|" * len(labels)]
     for occ, group in by_occ.items():
-        lines.append(f"| {occ} | " + " | ".join(_per_face_text(c.per_face) for c in group if c.distiller != "finetune")
-                     + " |")
+        in_row = [_cell(group, label) for label in labels]
+        texts = ["–" if c is None else _per_face_text(c.per_face) for c in in_row]
+        lines.append(f"| {occ} | " + " | ".join(texts) + " |")
     return lines
 
 
@@ -160,18 +223,20 @@ def reference_section(cells: list[CellStats], references: list[dict[str, Any]]) 
         group = [c for c in cells if c.group == (ref["dataset"], ref["task"], ref["occlusion"])]
         if not group:
             continue
-        base = next((c for c in group if c.distiller == "finetune"), group[0])
+        base = _baseline(group)
         paper = ref["values"]
         t_ref = paper.get("teacher_clean")
         b_ref = paper.get("finetune")
         lines += [f"## Beside the paper: {DATASET_NAMES.get(ref['dataset'], ref['dataset'])} · {ref['task']}, "
                   f"`{ref['occlusion']}`", "",
                   f"Paper: {ref['source']}" + (f" ({ref['setting']})" if ref.get("setting") else "") + ".", "",
-                  "| model | paper | gap closed (paper) | ours, mean ± std | gap closed (ours) |",
+                  f"| model | paper | gap closed (paper) | ours, mean ± std ({_seeds_text(base.seeds)}) | "
+                  "gap closed (ours) |",
                   "|---|---:|---:|---:|---:|"]
-        ours = {"teacher_clean": base.stat("teacher_clean"), "teacher_occluded": base.stat("teacher_occluded"),
-                **{c.label: c.stat("student") for c in group}}
-        gaps = {c.label: _gap_text(c) for c in group if c.distiller != "finetune"}
+        ours = {"teacher_clean": _fmt(base, "teacher_clean", base.seeds),
+                "teacher_occluded": _fmt(base, "teacher_occluded", base.seeds),
+                **{c.label: _fmt(c, "student", base.seeds) for c in group}}
+        gaps = {c.label: _gap_text(c, base.seeds) for c in group if c.distiller != "finetune"}
         names = {"teacher_clean": "teacher, clean faces", "teacher_occluded": "teacher, occluded faces"}
         for key in dict.fromkeys([*paper, *ours]):
             p = paper.get(key)
@@ -180,7 +245,7 @@ def reference_section(cells: list[CellStats], references: list[dict[str, Any]]) 
                 p_gap = f"{100 * (p - b_ref) / (t_ref - b_ref):.1f}%"
             o = ours.get(key)
             lines.append(f"| {names.get(key, key)} | {'–' if p is None else f'{p:.2f}'} | {p_gap} | "
-                         f"{'–' if o is None else _fmt(*o)} | {gaps.get(key, '')} |")
+                         f"{'–' if o is None else o} | {gaps.get(key, '')} |")
         if ref.get("note"):
             lines += ["", str(ref["note"]).strip()]
         lines.append("")
