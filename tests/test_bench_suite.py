@@ -465,6 +465,33 @@ def test_seed_narrows_a_piece_to_some_seeds_and_refuses_a_seed_the_suite_does_no
     assert res.returncode == 0 and "--seed 2 would run 2 of them" in " ".join(res.stdout.split()), res.stderr
 
 
+def test_pieces_of_a_suite_run_at_once_into_one_out_keep_each_others_lines(tmp_path, monkeypatch):
+    """Two pieces (say `--seed 0` and `--seed 1`) at once: the other piece's line, written while this one
+    trained, is still there after this one adds its own (before, each wrote back the lines it had read at
+    its start, so the last to finish dropped the other's)."""
+    from occlusion_distill.bench import runner
+    from occlusion_distill.bench.results import add_result, read_results
+    from occlusion_distill.report import RichReporter
+
+    suite_file = tmp_path / "tiny.yaml"
+    suite_file.write_text("seeds: [0, 1]\ndistillers: [finetune]\nexperiments:\n  - dataset: synthfaces\n"
+                          "    tasks: [expression]\n    occlusions: [mask]\n")
+    suite = load_suite(str(suite_file), tmp_path)
+    out = tmp_path / "out"
+    other = {"cell": suite.cells[0].id, "seed": 1, "student": 61.0}
+
+    class Result:
+        metrics = {"student": 60.0}
+
+    def train(cfg, *args, **kwargs):  # the other piece finishes its run while this one trains
+        add_result(out, other)
+        return Result()
+
+    monkeypatch.setattr(runner, "run_pipeline", train)
+    runner.run_suite(suite, out, RichReporter(quiet=True), cache=None, seeds=(0,), report=False)
+    assert sorted((r["seed"], r["student"]) for r in read_results(out)) == [(0, 60.0), (1, 61.0)]
+
+
 TRAINER_STOP = Interrupted("interrupted in stage 'student' at epoch 2, step 9; the last checkpoint (epoch 2, step 9) "
                            "is kept in somewhere")
 

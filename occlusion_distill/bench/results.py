@@ -31,6 +31,7 @@ from .stats import mean_std, paired_t, per_face_test
 RESULTS = "results.jsonl"
 SUITE_META = "suite.json"
 RESUME = ".resume"  # OUT/.resume/<run>/: the stage checkpoints of runs not finished yet
+LOCK = ".results.lock"  # held while a run's line is added, by pieces of a suite running at once
 # made from RESULTS and SUITE_META; ``clear`` removes them with the rest
 SUMMARY_FILES = ("summary.md", "summary.csv")
 PLOTS = "plots"
@@ -75,6 +76,22 @@ def write_results(out: Path, rows: list[dict[str, Any]]) -> None:
     write_text(Path(out) / RESULTS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
 
 
+def add_result(out: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
+    """Put ``row`` into ``out/results.jsonl`` in place of any line of the same cell and seed; returns the lines.
+
+    The lines are read again under a lock on ``out`` (``filelock``, which torch already needs), so pieces of
+    one suite run at once into one ``out`` (``--only`` and ``--seed``) each add their own lines, not write
+    back the ones they read when they started over the others'.
+    """
+    from filelock import FileLock
+
+    out = Path(out)
+    with FileLock(str(out / LOCK)):
+        rows = [r for r in read_results(out) if (r["cell"], r["seed"]) != (row["cell"], row["seed"])] + [row]
+        write_results(out, rows)
+    return rows
+
+
 def read_meta(out: Path) -> dict[str, Any]:
     """``out/suite.json``, or ``{}`` when there is none (a directory of results alone)."""
     path = Path(out) / SUITE_META
@@ -94,7 +111,7 @@ def clear(out: Path) -> None:
     """Remove everything a suite wrote into ``out`` (results, metadata, summaries, plots, unfinished
     runs); other files stay."""
     out = Path(out)
-    for name in (RESULTS, SUITE_META, *SUMMARY_FILES):
+    for name in (RESULTS, SUITE_META, LOCK, *SUMMARY_FILES):
         (out / name).unlink(missing_ok=True)
     for name in (PLOTS, RESUME):
         shutil.rmtree(out / name, ignore_errors=True)

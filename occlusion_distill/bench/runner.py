@@ -24,8 +24,7 @@ from ..protocol.pipeline import preflight
 from ..protocol.pipeline import run as run_pipeline
 from ..registry import registry
 from ..engine.trainer import resolve_amp, resolve_device
-from .results import (RESUME, RESULTS, SUITE_META, clear, config_digest, read_results, write_meta,
-                      write_results)
+from .results import RESUME, RESULTS, SUITE_META, add_result, clear, config_digest, read_results, write_meta
 from .suite import Cell, Suite, SuiteError
 from .summary import write_report
 
@@ -232,8 +231,7 @@ def _run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[s
                                     "cpu_threads": torch.get_num_threads()},
                        "device_name": device_name(metrics.get("device", "cpu")),
                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-                rows = [r for r in rows if (r["cell"], r["seed"]) != (cell.id, seed)] + [row]
-                write_results(out, rows)
+                rows = add_result(out, row)
                 shutil.rmtree(checkpoints, ignore_errors=True)
                 bar.advance(1)
         if (out / RESUME).is_dir() and not any((out / RESUME).iterdir()):
