@@ -89,6 +89,7 @@ def test_rerun_skips_finished_cells_and_report_rebuilds(smoke, tmp_path):
 
 def _tiny_suite(path: Path) -> Path:
     path.write_text("name: tiny\npreset: smoke\nseeds: [0, 1]\ndistillers: [finetune, kd]\n"
+                    "settings: {teacher_epochs: 2, student_epochs: 1}\n"
                     "experiments:\n  - dataset: synthfaces\n    tasks: [expression]\n    occlusions: [mask]\n")
     return path
 

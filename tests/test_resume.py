@@ -13,8 +13,9 @@ import torch
 
 from conftest import run_cli
 
+# a one-epoch teacher: these tests are about the baseline and student stages, which keep the smoke preset's 2
 RUN = ["run", "--preset", "smoke", "--task", "expression", "--occlusion", "mask", "--distiller", "triplet",
-       "--seed", "3", "--device", "cpu", "--no-cache", "--quiet"]
+       "--seed", "3", "--teacher-epochs", "1", "--device", "cpu", "--no-cache", "--quiet"]
 SCORES = ("teacher_clean", "teacher_occluded", "baseline", "student", "all_metrics")
 
 
@@ -105,7 +106,8 @@ def test_torchrun_two_processes_match_one(tmp_path):
     torchrun = os.path.join(os.path.dirname(sys.executable), "torchrun")
     # a teacher that learns (about 40% on 7 classes, not chance), so that the comparison says something
     args = ["run", "--preset", "smoke", "--task", "expression", "--occlusion", "lower-half", "--distiller", "kd",
-            "--epochs", "4", "--dataset-arg", "n_train=1000", "--device", "cpu", "--no-cache", "--quiet"]
+            "--teacher-epochs", "4", "--student-epochs", "2", "--dataset-arg", "n_train=1000", "--device", "cpu",
+            "--no-cache", "--quiet"]
     one = run_cli(*args, "--out", tmp_path / "one")
     assert one.returncode == 0, one.stderr
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
