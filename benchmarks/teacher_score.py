@@ -33,7 +33,10 @@ def main(argv: list[str]) -> int:
     if len(argv) != 6:
         print(USAGE, file=sys.stderr)
         return 2
-    suite_file, data_root, cache_dir, cell_id, seed, results = argv[0], argv[1], argv[2], argv[3], int(argv[4]), argv[5]
+    suite_file, data_root, cache_dir, cell_id, results = argv[0], argv[1], argv[2], argv[3], argv[5]
+    if not argv[4].isdigit():
+        raise UsageError(f"SEED must be a whole number, not {argv[4]!r}")
+    seed = int(argv[4])
     cfg = cell_config(suite_file, data_root, cell_id, seed)
     lines = [r for r in read_results(Path(results)) if (r["dataset"], r["task"], r["seed"]) == (cfg.dataset, cfg.task, seed)]
     if not lines:
@@ -44,6 +47,11 @@ def main(argv: list[str]) -> int:
                          f"(suite_stages.py ... {cell_id} {seed} teacher)")
     task, data, teacher = run.preflight().task, run.load_data(), run.teacher()
     ours = task.metrics(gathered_outputs(teacher, data.test_clean, run.device), data.test_clean.targets)
+    # every line of the seed should name one teacher; say so where they do not
+    teachers = {json.dumps(r["all_metrics"]["teacher_clean"], sort_keys=True) for r in lines}
+    if len(teachers) > 1:
+        raise UsageError(f"the {len(lines)} lines of {cfg.dataset}/{cfg.task} seed {seed} hold {len(teachers)} "
+                         "different teachers: their students are not paired with one another")
     theirs = lines[0]["all_metrics"]["teacher_clean"]
     same = all(ours[k] == theirs[k] for k in theirs)
     print(json.dumps({"cell": cell_id, "seed": seed, "retrained": ours, "results_line": theirs,

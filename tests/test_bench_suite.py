@@ -328,6 +328,23 @@ def test_summary_keeps_columns_under_their_headers_when_a_piece_ran_some_cells_o
     assert (tmp_path / "p.png").stat().st_size > 0
 
 
+def test_summary_counts_the_stages_its_wall_time_leaves_out():
+    """A stage one of the runs trained is counted in the wall time, whichever run reused it later; only
+    stages no run trained (stored by suite_stages.py, say) are named as left out."""
+    def row(label, seed, reused):
+        r = _row(f"ferplus/expression/mask/{label}", seed, label, 70.0)
+        r["reused_from_cache"] = dict(zip(("teacher", "baseline", "student"), reused))
+        return r
+
+    # seed 0: kd's run trained the teacher and the baseline, finetune's found both: nothing left out
+    inside = [row("kd", 0, (False, False, False)), row("finetune", 0, (True, True, True))]
+    assert "leaves out" not in markdown(collect(inside), inside, {"name": "t"})
+    # seed 1: every stage came stored
+    outside = inside + [row("finetune", 1, (True, True, True)), row("kd", 1, (True, True, True))]
+    md = markdown(collect(outside), outside, {"name": "t"})
+    assert "leaves out the training of 1 teacher, 1 baseline, 1 distilled student that" in md
+
+
 def test_per_face_tests_match_hand_computed_p_values():
     import numpy as np
 

@@ -8,6 +8,7 @@
 - ``suite.json`` (``SUITE_META``): the suite's name, file, description, seeds, preset, references, the
   command that made the directory and the cell ids;
 - ``.resume/`` (``RESUME``): the stage checkpoints of runs not finished yet, one folder per run;
+- ``.results.lock`` (``LOCK``): the lock held while a line is added (``add_result``);
 - ``summary.md``, ``summary.csv`` and ``plots/``: made from the two files above (``bench.summary``).
 
 ``collect`` turns the lines into ``CellStats``, one per cell over its seeds, each paired with the
@@ -111,7 +112,7 @@ def clear(out: Path) -> None:
     """Remove everything a suite wrote into ``out`` (results, metadata, summaries, plots, unfinished
     runs); other files stay."""
     out = Path(out)
-    for name in (RESULTS, SUITE_META, LOCK, *SUMMARY_FILES):
+    for name in (RESULTS, SUITE_META, *SUMMARY_FILES):  # not LOCK: another piece may hold it
         (out / name).unlink(missing_ok=True)
     for name in (PLOTS, RESUME):
         shutil.rmtree(out / name, ignore_errors=True)

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
@@ -235,7 +236,8 @@ def _run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[s
                 shutil.rmtree(checkpoints, ignore_errors=True)
                 bar.advance(1)
         if (out / RESUME).is_dir() and not any((out / RESUME).iterdir()):
-            (out / RESUME).rmdir()
+            with contextlib.suppress(OSError):  # another piece running at once may have just made a folder there
+                (out / RESUME).rmdir()
     except BaseException:
         if report and rows:  # a failure or Ctrl-C: the summary still shows every finished run
             try:

@@ -90,21 +90,30 @@ def _setup_line(rows: list[dict[str, Any]], dataset: str, task: str) -> str:
 
 
 def _outside_text(rows: list[dict[str, Any]]) -> str:
-    """What the wall time leaves out: models a run found in its cache and no run of these trained (by
-    ``benchmarks/suite_stages.py``, say, or another suite sharing the cache) were only scored here."""
-    students = sum(bool((r.get("reused_from_cache") or {}).get("student")) for r in rows)
-    by_teacher: dict[tuple[Any, ...], bool] = {}
+    """What the wall time leaves out: models that no run of these trained, but found stored (trained by
+    ``benchmarks/suite_stages.py``, another suite sharing the cache, or a run before an interruption).
+
+    A teacher is shared by a (data set, task, seed) and a baseline (``finetune``'s student) by an
+    occlusion too: each counts once, when every run that needs it found it stored. A distilled student
+    belongs to its run alone."""
+    def reused(r: dict[str, Any], stage: str) -> bool:
+        return bool((r.get("reused_from_cache") or {}).get(stage))
+
+    shared: dict[tuple[Any, ...], bool] = {}
     for r in rows:
-        key = (r.get("dataset"), r.get("task"), r.get("seed"))
-        by_teacher[key] = by_teacher.get(key, True) and bool((r.get("reused_from_cache") or {}).get("teacher"))
-    teachers = sum(by_teacher.values())
-    if not students and not teachers:
+        for stage, key in (("teacher", (r.get("dataset"), r.get("task"), r.get("seed"))),
+                           ("baseline", (r.get("dataset"), r.get("task"), r.get("occlusion"), r.get("seed")))):
+            here = reused(r, "student" if stage == "baseline" and r.get("distiller") == "finetune" else stage)
+            shared[(stage, *key)] = shared.get((stage, *key), True) and here
+    counts = {"teacher": sum(v for k, v in shared.items() if k[0] == "teacher"),
+              "baseline": sum(v for k, v in shared.items() if k[0] == "baseline"),
+              "distilled student": sum(reused(r, "student") for r in rows if r.get("distiller") != "finetune")}
+    parts = [f"{n} {name}{'s' if n != 1 else ''}" for name, n in counts.items() if n]
+    if not parts:
         return ""
-    what = " and ".join(part for part in (f"{students} student{'s' if students != 1 else ''}" if students else "",
-                                          f"{teachers} teacher{'s' if teachers != 1 else ''}" if teachers else "")
-                        if part)
-    return (f" The wall time leaves out the training of {what} that these runs found in their run cache, "
-            "trained elsewhere (by `benchmarks/suite_stages.py`, say).")
+    return (f" The wall time leaves out the training of {', '.join(parts)} that these runs found stored, "
+            "trained by another process sharing the run cache (`benchmarks/suite_stages.py`, say) or before "
+            "an interruption.")
 
 
 def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -156,9 +165,10 @@ def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str,
                     if c is None:
                         cols.append("–")
                         continue
-                    gap = _gap_text(c, ref.seeds)  # "4.9% (seed 2)" → "4.9% (seed 2; Δ +0.35)"
-                    diff = _diff_text(c)
-                    cols.append(f"{gap[:-1]}; Δ {diff})" if gap.endswith(")") else f"{gap} (Δ {diff})")
+                    gap, diff = _gap_text(c, ref.seeds), _diff_text(c)
+                    if diff:  # "4.9% (seed 2)" → "4.9% (seed 2; Δ +0.35)"; no Δ without a finetune cell
+                        gap = f"{gap[:-1]}; Δ {diff})" if gap.endswith(")") else f"{gap} (Δ {diff})"
+                    cols.append(gap)
                 lines.append(f"| {_row_head(occ, ref.seeds, seeds)} | " + " | ".join(cols) + " |")
         lines += per_face_section(by_occ)
         lines += control_section(by_occ)
@@ -294,6 +304,9 @@ def write_report(out: Path, suite: Any = None) -> dict[str, Any]:
         raise UsageError(f"{out / RESULTS} holds no results: run `occdistill bench run --suite NAME --out {out}` first")
     meta = read_meta(out)
     cells = collect(rows)
+    # the suite's order, not the order runs finished in (pieces of a suite may run at once)
+    order = {cell_id: i for i, cell_id in enumerate(meta.get("cells") or [])}
+    cells.sort(key=lambda c: order.get("/".join((*c.group, c.label)), len(order)))
     # plots first: the markdown links to them
     plot_dir = out / PLOTS
     for (dataset, task), by_occ in _groups(cells).items():
