@@ -12,8 +12,8 @@ and the seed's `finetune` and distilled students must be trained again from it.
         ferplus/expression/upper-half/kd 0 benchmarks/results/standard
 
 Arguments: SUITE DATA_ROOT CACHE_DIR CELL SEED RESULTS_DIR (a `bench run --out`). It prints one JSON line and exits 0 when
-the teacher matches the first line of that (dataset, task, seed), 1 when it differs, 2 on bad input (no
-teacher stored, no such line); it never trains. A few minutes on one core for FER+ at 48 px.
+the teacher matches the lines of that (dataset, task, seed), 1 when it differs, 2 on bad input (no
+teacher stored, no such line, lines that name different teachers); it never trains. A few minutes on one core for FER+ at 48 px.
 """
 import json
 import sys
@@ -41,17 +41,17 @@ def main(argv: list[str]) -> int:
     lines = [r for r in read_results(Path(results)) if (r["dataset"], r["task"], r["seed"]) == (cfg.dataset, cfg.task, seed)]
     if not lines:
         raise UsageError(f"{results}/results.jsonl has no line of {cfg.dataset}/{cfg.task} seed {seed} to compare with")
+    # every line of the seed should name one teacher; say so before minutes of loading and scoring
+    teachers = {json.dumps(r["all_metrics"]["teacher_clean"], sort_keys=True) for r in lines}
+    if len(teachers) > 1:
+        raise UsageError(f"the {len(lines)} lines of {cfg.dataset}/{cfg.task} seed {seed} hold {len(teachers)} "
+                         "different teachers: their students are not paired with one another")
     run = ProtocolRun(cfg, None, ModelCache(cache_dir))
     if not teacher_stored(run):
         raise UsageError(f"{cache_dir} holds no teacher of {cell_id} seed {seed}: train it first "
                          f"(suite_stages.py ... {cell_id} {seed} teacher)")
     task, data, teacher = run.preflight().task, run.load_data(), run.teacher()
     ours = task.metrics(gathered_outputs(teacher, data.test_clean, run.device), data.test_clean.targets)
-    # every line of the seed should name one teacher; say so where they do not
-    teachers = {json.dumps(r["all_metrics"]["teacher_clean"], sort_keys=True) for r in lines}
-    if len(teachers) > 1:
-        raise UsageError(f"the {len(lines)} lines of {cfg.dataset}/{cfg.task} seed {seed} hold {len(teachers)} "
-                         "different teachers: their students are not paired with one another")
     theirs = lines[0]["all_metrics"]["teacher_clean"]
     same = all(ours[k] == theirs[k] for k in theirs)
     print(json.dumps({"cell": cell_id, "seed": seed, "retrained": ours, "results_line": theirs,

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.figure import Figure
 
-from .results import DATASET_NAMES, CellStats, metric_label
+from .results import DATASET_NAMES, CellStats, baseline_cell, metric_label
 
 # teacher in blues, the baseline in orange, distillers in greens and purples: same colours in every plot
 COLOURS = {"teacher_clean": "#2f5d9b", "teacher_occluded": "#9db4d6", "finetune": "#dd8452"}
@@ -41,8 +41,7 @@ def bar_chart(path: Path, dataset: str, task: str, by_occlusion: dict[str, list[
             k += 1
         for j, occ in enumerate(occlusions):
             group = by_occlusion[occ]
-            base = next((c for c in group if c.distiller == "finetune"), group[0])
-            cell = base if label is None else next((c for c in group if c.label == label), None)
+            cell = baseline_cell(group) if label is None else next((c for c in group if c.label == label), None)
             m, s = cell.stat(score) if cell is not None else (math.nan, math.nan)
             bars.append((j + (i - (len(series) - 1) / 2) * width, m, s, colour, name, score))
     # The axis fits the teacher on clean faces and the students: the comparisons that matter are a few

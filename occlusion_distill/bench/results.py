@@ -93,6 +93,12 @@ def add_result(out: Path, row: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
+def baseline_cell(group: list["CellStats"]) -> "CellStats":
+    """The ``finetune`` cell of one (data set, task, occlusion)'s cells, or the first where none ran yet:
+    the teacher's scores and the row's seeds are read from it."""
+    return next((c for c in group if c.distiller == "finetune"), group[0])
+
+
 def read_meta(out: Path) -> dict[str, Any]:
     """``out/suite.json``, or ``{}`` when there is none (a directory of results alone)."""
     path = Path(out) / SUITE_META

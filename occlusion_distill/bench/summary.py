@@ -15,8 +15,8 @@ from typing import Any
 from ..errors import UsageError
 from ..io import atomic_write, write_text
 from .plots import bar_chart, gap_heatmap
-from .results import (ALPHA, DATASET_NAMES, PLOTS, RESULTS, CellStats, collect, metric_label, read_meta,
-                      read_results)
+from .results import (ALPHA, DATASET_NAMES, PLOTS, RESULTS, CellStats, baseline_cell, collect, metric_label,
+                      read_meta, read_results)
 
 SCORES = ("teacher_clean", "teacher_occluded", "baseline", "student")
 
@@ -57,10 +57,6 @@ def _labels(by_occ: dict[str, list[CellStats]], distilled: bool = False) -> list
 
 def _cell(group: list[CellStats], label: str) -> CellStats | None:
     return next((c for c in group if c.label == label), None)
-
-
-def _baseline(group: list[CellStats]) -> CellStats:
-    return next((c for c in group if c.distiller == "finetune"), group[0])
 
 
 def _diff_text(c: CellStats) -> str:
@@ -142,7 +138,7 @@ def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str,
                   "| occlusion | teacher, clean faces | teacher, occluded | " + " | ".join(labels) + " |",
                   "|---|" + "---:|" * (2 + len(labels))]
         for occ, group in by_occ.items():
-            ref = _baseline(group)
+            ref = baseline_cell(group)
             students = []
             for label in labels:
                 c = _cell(group, label)
@@ -158,7 +154,7 @@ def markdown(cells: list[CellStats], rows: list[dict[str, Any]], meta: dict[str,
                       "| occlusion | " + " | ".join(distilled) + " |",
                       "|---|" + "---:|" * len(distilled)]
             for occ, group in by_occ.items():
-                ref = _baseline(group)
+                ref = baseline_cell(group)
                 cols = []
                 for label in distilled:
                     c = _cell(group, label)
@@ -233,7 +229,7 @@ def reference_section(cells: list[CellStats], references: list[dict[str, Any]]) 
         group = [c for c in cells if c.group == (ref["dataset"], ref["task"], ref["occlusion"])]
         if not group:
             continue
-        base = _baseline(group)
+        base = baseline_cell(group)
         paper = ref["values"]
         t_ref = paper.get("teacher_clean")
         b_ref = paper.get("finetune")
