@@ -15,6 +15,23 @@ def test_faiss_is_imported_lazily():
     assert res.stdout.strip() == "False", res.stderr
 
 
+def test_help_and_the_console_module_import_no_torch():
+    """``occdistill --help`` answers in a fraction of a second: ``report`` needs ``protocol.reporting`` only,
+    and the ``protocol`` package loads its training half on first use."""
+    import subprocess
+
+    code = ("import sys, runpy; sys.argv = ['occdistill', '--help']\n"
+            "try:\n    runpy.run_module('occlusion_distill', run_name='__main__')\n"
+            "except SystemExit:\n    pass\n"
+            "import occlusion_distill.report\n"
+            "print('torch' in sys.modules, file=sys.stderr)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert "Usage: occdistill" in res.stdout and res.stderr.strip().splitlines()[-1] == "False", res.stderr
+    from occlusion_distill.protocol import NullReporter, ProtocolRun, run_to_dir  # the names still load on use
+
+    assert ProtocolRun.__module__.endswith("pipeline") and callable(run_to_dir) and NullReporter
+
+
 def test_missing_faiss_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # makes `import faiss` raise ImportError
     with pytest.raises(UsageError) as err:
