@@ -16,6 +16,28 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
+# Files whose module fixtures take minutes (the smoke suite) or read a real data set: each runs on one worker,
+# so the fixture runs once, while every other test goes to whichever worker is free. (xdist's own
+# ``--dist loadgroup`` would say this with marks, but with pytest 9.2 it silently stops grouping:
+# pytest-dev/pytest-xdist#1386.)
+ONE_WORKER_FILES = {"tests/test_bench_suite.py", "tests/test_real_data.py"}
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """``--dist load``, except that each of ``ONE_WORKER_FILES`` is one unit of work."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadKeepingSomeFilesTogether(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in ONE_WORKER_FILES else nodeid
+
+    return LoadKeepingSomeFilesTogether(config, log)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Runs in tests never read or fill the user's cache; one cache per test session keeps them fast."""
@@ -35,6 +57,27 @@ def run_cli(*args, env=None, cwd=None, timeout=300):
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def run_main(*args, cwd=None):
+    """The command's entry point (``cli.main``) called in this process, as ``run_cli`` returns it.
+
+    A fresh process spends seconds importing torch and the plugins: more than a refusal of bad input or a
+    tiny run takes. ``run_cli`` still covers the installed command itself."""
+    import contextlib
+    import io
+
+    from occlusion_distill.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    argv = [str(a) for a in args]
+    with contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(argv)
+            code = 0
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from occlusion_distill.config import RunConfig
 from occlusion_distill.cli import main
 from occlusion_distill.errors import Interrupted
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, run_main
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -216,8 +216,8 @@ def test_committed_suite_directory_is_read_as_before():
     assert table == committed
 
 
-def test_unknown_suite_name_lists_the_known_ones(cli):
-    res = cli("bench", "run", "--suite", "smokey", cwd=ROOT)
+def test_unknown_suite_name_lists_the_known_ones():
+    res = run_main("bench", "run", "--suite", "smokey", cwd=ROOT)
     assert res.returncode == 2 and "no suite named 'smokey'" in res.stderr and "quick" in res.stderr
 
 
@@ -459,10 +459,10 @@ def test_a_piece_of_a_suite_needs_only_its_own_data_prepared(tmp_path):
         check_suite(loaded)
     configs = check_suite(loaded, cells={"synthfaces/expression/mask/finetune"})
     assert set(configs) == {"synthfaces/expression/mask/finetune#0", "ferplus/expression/mask/finetune#0"}
-    res = run_cli("bench", "run", "--suite", suite, "--data-root", tmp_path, "--only", "synthfaces/*", "--check")
+    res = run_main("bench", "run", "--suite", suite, "--data-root", tmp_path, "--only", "synthfaces/*", "--check")
     assert res.returncode == 0, res.stderr
     assert "1 selected by --only, checked" in res.stdout and "ferplus/" not in res.stdout
-    res = run_cli("bench", "run", "--suite", suite, "--data-root", tmp_path, "--check")
+    res = run_main("bench", "run", "--suite", suite, "--data-root", tmp_path, "--check")
     assert res.returncode != 0 and "not prepared data" in res.stderr and len(res.stderr.strip().splitlines()) == 1
 
 
@@ -476,10 +476,10 @@ def test_seed_narrows_a_piece_to_some_seeds_and_refuses_a_seed_the_suite_does_no
     assert len(selected_runs(loaded, (), (0, 2))) == 8 and len(selected_runs(loaded)) == 12
     with pytest.raises(SuiteError, match="--seed 5: suite .* runs seeds 0, 1, 2 only"):
         selected_runs(loaded, (), (2, 5))
-    res = run_cli("bench", "run", "--suite", suite, "--seed", "7", "--out", tmp_path / "out")
+    res = run_main("bench", "run", "--suite", suite, "--seed", "7", "--out", tmp_path / "out")
     assert res.returncode != 0 and len(res.stderr.strip().splitlines()) == 1 and "--seed 7" in res.stderr
     assert not (tmp_path / "out").exists()
-    res = run_cli("bench", "run", "--suite", suite, "--only", "*/mask/*", "--seed", "2", "--check")
+    res = run_main("bench", "run", "--suite", suite, "--only", "*/mask/*", "--seed", "2", "--check")
     assert res.returncode == 0 and "--seed 2 would run 2 of them" in " ".join(res.stdout.split()), res.stderr
 
 

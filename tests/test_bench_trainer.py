@@ -4,6 +4,8 @@ import json
 
 from occlusion_distill.bench.trainer import MIN_STEPS
 
+from conftest import run_main
+
 
 def test_bench_trainer_json_schema(tmp_path, cli):
     out = tmp_path / "trainer.json"
@@ -21,6 +23,6 @@ def test_bench_trainer_json_schema(tmp_path, cli):
     assert len(r["rounds"]) == 1 and setup["criterion"] == "finetune"
 
 
-def test_bench_trainer_refuses_too_few_steps(cli):
-    res = cli("bench", "trainer", "--faces", "256", "--epochs", "1", "--quiet")
+def test_bench_trainer_refuses_too_few_steps():
+    res = run_main("bench", "trainer", "--faces", "256", "--epochs", "1", "--quiet")
     assert res.returncode == 2 and f"needs at least {MIN_STEPS}" in res.stderr and "Traceback" not in res.stderr

@@ -16,6 +16,7 @@ from occlusion_distill.distillers import Distiller, SoftTargetKD
 from occlusion_distill.occlusions import LowerHalf, Occlusion
 from occlusion_distill.registry import BUILTIN_ORIGIN, registry
 
+from conftest import run_main
 from test_registry import make_distribution
 
 BUILTIN_OCCLUSIONS = [e.name for e in registry("occlusions").entries() if e.origin.startswith(BUILTIN_ORIGIN)]
@@ -384,7 +385,7 @@ def test_all_checks_every_registered_occlusion(cli, tmp_path):
     assert checked == set(registry("occlusions").names())  # built-in and installed ones alike
 
 
-def test_command_rejects_bad_input_in_one_line(cli):
+def test_command_rejects_bad_input_in_one_line():
     for args, message in ((["nosuch"], "no occlusion or distiller is named 'nosuch'"),
                           ([], "name the plugins to check, or pass --all"),
                           (["age"], "'age' is a task: check-plugin checks occlusions and distillers"),
@@ -392,6 +393,6 @@ def test_command_rejects_bad_input_in_one_line(cli):
                           (["kd", "mask", "--option", "tau=2"], "--option applies to one named plugin"),
                           (["kd", "--option", "lamda=0.2"], "did you mean 'lambda'? (its options: lambda, tau)"),
                           (["mask", "--option", "colors=white"], "did you mean 'colours'?")):
-        res = cli("check-plugin", *args, "--quiet")
+        res = run_main("check-plugin", *args, "--quiet")
         lines = res.stderr.strip().splitlines()
         assert res.returncode != 0 and len(lines) == 1 and message in lines[0], res.stderr

@@ -5,6 +5,8 @@ import torch
 
 from occlusion_distill import __version__
 
+from conftest import run_main
+
 
 def _one_line_error(res, *fragments):
     assert res.returncode != 0
@@ -40,57 +42,57 @@ def test_version(cli):
     (["--mix", "mixup", "--teacher-outputs", "cached"], ["--mix mixes the clean faces", "online"], 2),
     (["--no-such-option"], ["No such option"], 2),
 ])
-def test_bad_input_is_one_line_and_writes_nothing(cli, tmp_path, args, fragments, code):
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, args, fragments, code):
     out = tmp_path / "runs" / "r"
-    res = cli("run", "--preset", "smoke", "--out", out, *args, cwd=tmp_path)
+    res = run_main("run", "--preset", "smoke", "--out", out, *args, cwd=tmp_path)
     _one_line_error(res, *fragments)
     assert res.returncode == code
     assert not (tmp_path / "runs").exists()
     assert list(tmp_path.iterdir()) == []
 
 
-def test_out_pointing_at_a_file(cli, tmp_path):
+def test_out_pointing_at_a_file(tmp_path):
     target = tmp_path / "taken.txt"
     target.write_text("x")
-    res = cli("run", "--preset", "smoke", "--out", target)
+    res = run_main("run", "--preset", "smoke", "--out", target)
     _one_line_error(res, "is a file")
     assert target.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["taken.txt"]
 
 
-def test_existing_run_directory_is_refused(cli, tmp_path):
+def test_existing_run_directory_is_refused(tmp_path):
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "metrics.json").write_text("{}")
-    res = cli("run", "--preset", "smoke", "--out", tmp_path / "r")
+    res = run_main("run", "--preset", "smoke", "--out", tmp_path / "r")
     _one_line_error(res, "already exists", "--overwrite")
 
 
-def test_pickled_weights_are_refused(cli, tmp_path):
+def test_pickled_weights_are_refused(tmp_path):
     import argparse
 
     path = tmp_path / "evil.pt"
     # Any object outside torch's weights-only allow-list stands for pickled code.
     torch.save({"conv.weight": torch.zeros(1), "payload": argparse.Namespace(cmd="rm -rf /")}, path)
-    res = cli("run", "--preset", "smoke", "--weights", path, "--out", tmp_path / "r")
+    res = run_main("run", "--preset", "smoke", "--weights", path, "--out", tmp_path / "r")
     _one_line_error(res, "not a weights-only file")
     assert not (tmp_path / "r").exists()
 
 
-def test_weights_of_another_architecture_are_refused(cli, tmp_path):
+def test_weights_of_another_architecture_are_refused(tmp_path):
     path = tmp_path / "other.pt"
     torch.save({"fc.weight": torch.zeros(3, 3)}, path)
-    res = cli("run", "--preset", "smoke", "--weights", path, "--out", tmp_path / "r")
+    res = run_main("run", "--preset", "smoke", "--weights", path, "--out", tmp_path / "r")
     _one_line_error(res, "no parameter")
 
 
-def test_list_json_every_kind(cli):
-    res = cli("list", "--json")
+def test_list_json_every_kind():
+    res = run_main("list", "--json")
     assert res.returncode == 0, res.stderr
     data = json.loads(res.stdout)
     for kind in ("occlusions", "tasks", "distillers", "backbones", "datasets"):
         assert data[kind], kind
-    res = cli("list", "tasks", "--json")
+    res = run_main("list", "tasks", "--json")
     assert set(json.loads(res.stdout)) == {"tasks", "warnings"}
-    _one_line_error(cli("list", "gadgets"), "gadgets")
+    _one_line_error(run_main("list", "gadgets"), "gadgets")
 
 
 def test_ctrl_c_in_any_command_is_one_line_saying_interrupted(monkeypatch, capsys):

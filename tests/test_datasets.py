@@ -16,6 +16,8 @@ from occlusion_distill.data.synthfaces import generate
 from occlusion_distill.errors import DataError, UsageError
 from occlusion_distill.registry import registry
 
+from conftest import run_main
+
 USAGES = ["Training"] * 30 + ["PublicTest"] * 10 + ["PrivateTest"] * 10
 
 
@@ -228,16 +230,16 @@ def test_run_reads_prepared_data_and_checks_labels(tmp_path, cli):
     plus = tmp_path / "plus"
     prepare("ferplus", root, plus, landmarks="template")
     soft = tmp_path / "soft"  # FER+ vote distributions as soft targets, through the whole pipeline
-    res = cli("run", "--dataset", "ferplus", "--data", plus, "--dataset-arg", "mode=probability", "--preset", "smoke",
+    res = run_main("run", "--dataset", "ferplus", "--data", plus, "--dataset-arg", "mode=probability", "--preset", "smoke",
               "--epochs", "1", "--quiet", "--out", soft)
     assert res.returncode == 0, res.stderr
     assert 0 <= json.loads((soft / "metrics.json").read_text())["student"] <= 100
-    res = cli("run", "--task", "age", "--dataset", "fer2013", "--data", out, "--preset", "smoke", "--out",
+    res = run_main("run", "--task", "age", "--dataset", "fer2013", "--data", out, "--preset", "smoke", "--out",
               tmp_path / "r2")
     assert res.returncode == 2 and "age" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    res = cli("run", "--dataset", "utkface", "--data", out, "--preset", "smoke", "--out", tmp_path / "r3")
+    res = run_main("run", "--dataset", "utkface", "--data", out, "--preset", "smoke", "--out", tmp_path / "r3")
     assert res.returncode == 2 and "fer2013" in res.stderr
-    res = cli("run", "--dataset", "ferplus", "--preset", "smoke", "--out", tmp_path / "r4")
+    res = run_main("run", "--dataset", "ferplus", "--preset", "smoke", "--out", tmp_path / "r4")
     assert res.returncode == 2 and "data prepare" in res.stderr
 
 
@@ -311,19 +313,19 @@ def test_affectnet_official_layout(tmp_path):
     assert out["landmarks"]["method"] == "given" and out["counts"]["test"] == 8
 
 
-def test_data_prepare_bad_input_is_one_line_and_writes_nothing(tmp_path, cli):
+def test_data_prepare_bad_input_is_one_line_and_writes_nothing(tmp_path):
     fer = write_fer(tmp_path / "fer")
-    res = cli("data", "prepare", "utkface", "--source", fer, "--out", tmp_path / "utk", "--quiet")
+    res = run_main("data", "prepare", "utkface", "--source", fer, "--out", tmp_path / "utk", "--quiet")
     assert res.returncode == 3 and "UTKFace" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "utk").exists()
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "notes.txt").write_text("mine")
-    res = cli("data", "prepare", "fer2013", "--source", fer, "--out", tmp_path / "busy", "--quiet")
+    res = run_main("data", "prepare", "fer2013", "--source", fer, "--out", tmp_path / "busy", "--quiet")
     assert res.returncode == 2 and "not prepared data" in res.stderr
     assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
-    res = cli("data", "prepare", "synthfaces", "--source", fer, "--out", tmp_path / "s", "--quiet")
+    res = run_main("data", "prepare", "synthfaces", "--source", fer, "--out", tmp_path / "s", "--quiet")
     assert res.returncode == 2 and "nothing to prepare" in res.stderr
-    res = cli("data", "info", tmp_path / "busy")
+    res = run_main("data", "info", tmp_path / "busy")
     assert res.returncode == 3 and "data prepare" in res.stderr
 
 

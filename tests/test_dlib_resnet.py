@@ -17,6 +17,8 @@ from occlusion_distill.models.dlib_resnet import (MIN_SIZE, DlibResNet, dlib_res
                                                   read_dlib_resnet)
 from occlusion_distill.models.network import build_model, load_weights
 
+from conftest import run_main
+
 FIXTURE = Path(__file__).parent / "fixtures" / "dlib_resnet"
 HAVE_WEIGHTS = importlib.util.find_spec("face_recognition_models") is not None
 needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason="the 'faces' extra (face_recognition_models) is not "
@@ -116,21 +118,21 @@ def test_without_the_extra_pretrained_names_it_in_one_line(monkeypatch):
     dlib_resnet29(pretrained=False)  # the architecture alone needs nothing
 
 
-def test_an_option_it_does_not_take_stops_in_one_line(cli):
-    res = cli("run", "--backbone", "dlib-resnet29", "--backbone-arg", "nrm=batchnorm", "--image-size", "112",
+def test_an_option_it_does_not_take_stops_in_one_line():
+    res = run_main("run", "--backbone", "dlib-resnet29", "--backbone-arg", "nrm=batchnorm", "--image-size", "112",
               "--preset", "smoke", "--out", "unused")
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [
         "occdistill: error: backbone 'dlib-resnet29' does not accept these options: got an unexpected keyword "
         "argument 'nrm'; did you mean 'norm'? (its options: in_chans, pretrained, norm)"]
-    res = cli("run", "--backbone", "dlib-resnet29", "--backbone-arg", "norm=groupnorm", "--image-size", "112",
+    res = run_main("run", "--backbone", "dlib-resnet29", "--backbone-arg", "norm=groupnorm", "--image-size", "112",
               "--preset", "smoke", "--out", "unused")
     assert res.returncode == 2 and res.stderr.strip().splitlines() == [
         "occdistill: error: dlib-resnet29: norm must be affine or batchnorm, not 'groupnorm'"]
 
 
-def test_below_its_smallest_size_it_stops_in_one_line(cli):
-    res = cli("run", "--backbone", "dlib-resnet29", "--image-size", "96", "--preset", "smoke", "--out", "unused")
+def test_below_its_smallest_size_it_stops_in_one_line():
+    res = run_main("run", "--backbone", "dlib-resnet29", "--image-size", "96", "--preset", "smoke", "--out", "unused")
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines() == [
         "occdistill: error: dlib-resnet29 needs faces of at least 112 px (it was trained on 150 px chips); got "

@@ -9,6 +9,8 @@ from PIL import Image
 from occlusion_distill.data.pose import similarity, vary_pose, warp_face
 from occlusion_distill.data.synthfaces import generate
 
+from conftest import run_main
+
 
 def test_warp_moves_landmarks_with_the_pixels():
     img = np.zeros((64, 64, 1), np.uint8)
@@ -46,12 +48,12 @@ def test_preview_writes_a_grid_of_pairs(cli, tmp_path):
     assert small.stat().st_size < 300_000
 
 
-def test_preview_bad_input_is_one_line(cli, tmp_path):
-    res = cli("preview", "--occlusion", "mask", "--out", tmp_path / "grid.jpg")
+def test_preview_bad_input_is_one_line(tmp_path):
+    res = run_main("preview", "--occlusion", "mask", "--out", tmp_path / "grid.jpg")
     assert res.returncode == 2 and ".png" in res.stderr and "Traceback" not in res.stderr
-    res = cli("preview", "--occlusion", "maks", "--out", tmp_path / "g.png")
+    res = run_main("preview", "--occlusion", "maks", "--out", tmp_path / "g.png")
     assert res.returncode == 2 and "mask" in res.stderr and len(res.stderr.strip().splitlines()) == 1
-    res = cli("preview", "--occlusion", "mask", "--occlusion-arg", "colours=sky", "--out", tmp_path / "g.png")
+    res = run_main("preview", "--occlusion", "mask", "--occlusion-arg", "colours=sky", "--out", tmp_path / "g.png")
     assert res.returncode == 2 and "colour" in res.stderr and not (tmp_path / "g.png").exists()
 
 

@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 # a one-epoch teacher: these tests are about the baseline and student stages, which keep the smoke preset's 2
 RUN = ["run", "--preset", "smoke", "--task", "expression", "--occlusion", "mask", "--distiller", "triplet",
@@ -85,9 +85,9 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
 
 
 def test_resume_refuses_other_options_and_finished_runs(tmp_path):
-    res = run_cli("run", "--resume", tmp_path / "nothing")
+    res = run_main("run", "--resume", tmp_path / "nothing")
     assert res.returncode == 2 and "no interrupted run to resume" in res.stderr
-    res = run_cli("run", "--resume", tmp_path / "nothing", "--seed", "4")
+    res = run_main("run", "--resume", tmp_path / "nothing", "--seed", "4")
     assert res.returncode == 2 and "drop --seed" in res.stderr
 
 

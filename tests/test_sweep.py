@@ -11,6 +11,8 @@ from occlusion_distill.errors import UsageError
 from occlusion_distill.protocol.pipeline import ProtocolRun
 from occlusion_distill.report import NullReporter
 
+from conftest import run_main
+
 SMALL = {"n_train": 128, "n_val": 48, "n_test": 48}
 
 
@@ -131,7 +133,7 @@ def test_sweep_command_line(cli, tmp_path):
     assert chosen["command"].startswith("occdistill bench sweep --grid tau=2,4 --seeds 0 --out ")
     # the run options after "--" too: the command remakes the sweep
     assert chosen["command"].endswith(" -- --preset smoke --epochs 1 " + " ".join(small))
-    res = cli("bench", "sweep", "--grid", "tau=2", "--out", tmp_path / "t", "--", "--seed", "3",
+    res = run_main("bench", "sweep", "--grid", "tau=2", "--out", tmp_path / "t", "--", "--seed", "3",
               f"--cache-dir={tmp_path}")
     assert res.returncode == 2 and "drop --cache-dir, --seed" in res.stderr and "Traceback" not in res.stderr
 
