@@ -298,7 +298,7 @@ def test_summary_marks_significant_cells_and_sets_references_beside_ours():
     assert [r["significant"] for r in table] == ["", "True", "False"]
 
 
-def test_summary_keeps_columns_under_their_headers_when_a_piece_ran_some_cells_only(tmp_path):
+def test_summary_keeps_columns_under_their_headers_when_a_piece_ran_some_cells_only(tmp_path, monkeypatch):
     """A suite run in pieces: upper-half has kd for 3 seeds and triplet for seed 2; mask has triplet alone
     (no kd), on seed 2. Each value stays under its own header, one seed shows no "± 0", and a mean over
     other seeds than its row's finetune says which."""
@@ -322,10 +322,17 @@ def test_summary_keeps_columns_under_their_headers_when_a_piece_ran_some_cells_o
     gaps = next(line for line in md.splitlines() if line.startswith("| mask (seed 2) |") and "Δ" in line)
     assert gaps == "| mask (seed 2) | – | 7.5% (Δ +1.50) | 10.0% (Δ +2.00) |"
     assert upper[cols["combined"]].strip(" |") == "–"
+    from matplotlib.figure import Figure
+
     from occlusion_distill.bench.plots import bar_chart
     by_occ = _groups(collect(rows))[("ferplus", "expression")]
+    drawn = []
+    real_savefig = Figure.savefig
+    monkeypatch.setattr(Figure, "savefig", lambda fig, *a, **k: drawn.append(fig) or real_savefig(fig, *a, **k))
     bar_chart(tmp_path / "p.png", "ferplus", "expression", by_occ)  # combined: under mask only
-    assert (tmp_path / "p.png").stat().st_size > 0
+    assert (tmp_path / "p.png").read_bytes()[:8] == PNG
+    legend = [t.get_text() for t in drawn[0].axes[0].get_legend().get_texts()]
+    assert legend == ["teacher, clean faces", "teacher, occluded", "finetune (baseline)", "kd", "triplet", "combined"]
 
 
 def test_summary_counts_the_stages_its_wall_time_leaves_out():

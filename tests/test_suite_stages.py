@@ -66,3 +66,46 @@ def test_a_killed_stage_resumes_from_its_state_and_matches_an_unbroken_one(tmp_p
     a, b = _teacher(tmp_path / "ref"), _teacher(cache)
     assert a["history"] == b["history"]
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
+
+
+def test_teacher_score_tells_the_teacher_of_the_results_lines_from_another(tmp_path, monkeypatch, capsys):
+    import json
+
+    import pytest
+
+    from occlusion_distill.errors import UsageError
+
+    from conftest import run_main
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling import of suite_stages, as on the command line
+    spec = importlib.util.spec_from_file_location("teacher_score", SCRIPT.parent / "teacher_score.py")
+    teacher_score = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(teacher_score)
+    suite, cache, out = tmp_path / "suite.yaml", tmp_path / "cache", tmp_path / "out"
+    suite.write_text(SUITE.replace("[kd]", "[finetune]"))  # the teacher and one student: the least to score
+    cell = CELL.replace("/kd", "/finetune")
+    res = run_main("bench", "run", "--suite", suite, "--data-root", tmp_path, "--cache-dir", cache, "--out", out,
+                   "--quiet")
+    assert res.returncode == 0, res.stderr
+    args = [str(suite), str(tmp_path), str(cache), cell, "0", str(out)]
+    capsys.readouterr()
+    assert teacher_score.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["same_teacher"] and report["retrained"] == report["results_line"]
+
+    lines = (out / "results.jsonl").read_text().splitlines()
+    other = json.loads(lines[0])
+    other["all_metrics"]["teacher_clean"]["accuracy"] += 1e-9  # one digit off: another teacher
+    (out / "results.jsonl").write_text(json.dumps(other) + "\n")
+    assert teacher_score.main(args) == 1
+    # refused before anything is loaded
+    with pytest.raises(UsageError, match="SEED must be a whole number"):
+        teacher_score.main([*args[:4], "one", args[5]])
+    with pytest.raises(UsageError, match="no line of synthfaces/expression seed 1"):
+        teacher_score.main([*args[:4], "1", args[5]])
+    (out / "results.jsonl").write_text(lines[0] + "\n" + json.dumps({**other, "cell": "x"}) + "\n")
+    with pytest.raises(UsageError, match="2 different teachers"):
+        teacher_score.main(args)
+    (out / "results.jsonl").write_text(lines[0] + "\n")
+    with pytest.raises(UsageError, match="holds no teacher"):
+        teacher_score.main([args[0], args[1], str(tmp_path / "empty"), *args[3:]])
