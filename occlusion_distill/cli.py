@@ -45,7 +45,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     A teacher trained on clean faces transfers what it knows to a student that only sees occluded
     faces (half faces, masks, VR headsets). Start with:  occdistill run
     """
-    ctx.obj = {"debug": debug}
+    ctx.obj = {**(ctx.obj or {}), "debug": debug}  # main() puts the arguments it was given there too
 
 
 @cli.command("list")
@@ -191,7 +191,9 @@ def run_cmd(ctx: click.Context, task: str, occlusion: str, distiller: str, backb
         if out is None:
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             out = Path("runs") / f"{task}-{occlusion}-{distiller}-s{seed}-{stamp}"
-        command = "occdistill " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        # the arguments main() was given: sys.argv is another program's when main is called in a process
+        argv = (ctx.obj or {}).get("argv", sys.argv[1:])
+        command = "occdistill " + " ".join(shlex.quote(a) for a in argv)
     reporter = RichReporter(quiet=quiet)  # under torchrun, ranks other than 0 report nothing
     result = run_to_dir(cfg, out, resume=resume is not None, overwrite=overwrite, reporter=reporter,
                         cache=ModelCache(None if no_cache else (cache_dir or default_cache_dir())), command=command)
@@ -660,7 +662,7 @@ def main(argv: list[str] | None = None) -> None:
         warnings.simplefilter("always", PluginLoadWarning)
         try:
             # without standalone mode, click returns the code of ``ctx.exit(code)`` instead of raising it
-            returned = cli.main(args=args, prog_name="occdistill", standalone_mode=False)
+            returned = cli.main(args=args, prog_name="occdistill", standalone_mode=False, obj={"argv": args})
             code = returned if isinstance(returned, int) else 0
         except click.exceptions.Exit as exc:
             code = exc.exit_code

@@ -16,11 +16,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     torch.set_num_threads(1)
 
 
-# Files whose module fixtures take minutes (the smoke suite) or read a real data set: each runs on one worker,
-# so the fixture runs once, while every other test goes to whichever worker is free. (xdist's own
+# Test files whose module fixtures take minutes (the smoke suite) or read a real data set: each runs on one
+# worker, so the fixture runs once, while every other test goes to whichever worker is free. (xdist's own
 # ``--dist loadgroup`` would say this with marks, but with pytest 9.2 it silently stops grouping:
-# pytest-dev/pytest-xdist#1386.)
-ONE_WORKER_FILES = {"tests/test_bench_suite.py", "tests/test_real_data.py"}
+# pytest-dev/pytest-xdist#1386.) By file name, whatever the rootdir.
+ONE_WORKER_FILES = {"test_bench_suite.py", "test_real_data.py"}
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -33,7 +33,7 @@ def pytest_xdist_make_scheduler(config, log):
     class LoadKeepingSomeFilesTogether(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
             path = nodeid.split("::", 1)[0]
-            return path if path in ONE_WORKER_FILES else nodeid
+            return path if path.rsplit("/", 1)[-1] in ONE_WORKER_FILES else nodeid
 
     return LoadKeepingSomeFilesTogether(config, log)
 
@@ -63,21 +63,35 @@ def run_main(*args, cwd=None):
     """The command's entry point (``cli.main``) called in this process, as ``run_cli`` returns it.
 
     A fresh process spends seconds importing torch and the plugins: more than a refusal of bad input or a
-    tiny run takes. ``run_cli`` still covers the installed command itself."""
+    tiny run takes. ``run_cli`` still covers the installed command itself. Warnings the command raises
+    are written to stderr under a fresh process's default filters, as there, not left to pytest's
+    summary, so that "one line on stderr" still means one."""
     import contextlib
     import io
+    import warnings
 
     from occlusion_distill.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     argv = [str(a) for a in args]
-    with contextlib.chdir(cwd or os.getcwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            main(argv)
-            code = 0
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue())
+    before = os.getcwd()
+    try:
+        os.chdir(cwd or before)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), \
+                warnings.catch_warnings(record=True) as caught:
+            warnings.resetwarnings()  # Python's defaults outside __main__
+            warnings.simplefilter("default")
+            for quiet in (DeprecationWarning, PendingDeprecationWarning, ImportWarning, ResourceWarning):
+                warnings.simplefilter("ignore", quiet)
+            try:
+                main(argv)
+                code = 0
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    finally:
+        os.chdir(before)
+    shown = "".join(warnings.formatwarning(w.message, w.category, w.filename, w.lineno) for w in caught)
+    return subprocess.CompletedProcess(argv, code, out.getvalue(), err.getvalue() + shown)
 
 
 @pytest.fixture

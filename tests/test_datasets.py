@@ -234,6 +234,8 @@ def test_run_reads_prepared_data_and_checks_labels(tmp_path, cli):
               "--epochs", "1", "--quiet", "--out", soft)
     assert res.returncode == 0, res.stderr
     assert 0 <= json.loads((soft / "metrics.json").read_text())["student"] <= 100
+    # the command given to main(), not the process's own (pytest's) arguments
+    assert json.loads((soft / "config.json").read_text())["command"].startswith("occdistill run --dataset ferplus")
     res = run_main("run", "--task", "age", "--dataset", "fer2013", "--data", out, "--preset", "smoke", "--out",
               tmp_path / "r2")
     assert res.returncode == 2 and "age" in res.stderr and len(res.stderr.strip().splitlines()) == 1
