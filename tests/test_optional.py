@@ -27,9 +27,11 @@ def test_help_and_the_console_module_import_no_torch():
             "print('torch' in sys.modules, file=sys.stderr)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert "Usage: occdistill" in res.stdout and res.stderr.strip().splitlines()[-1] == "False", res.stderr
-    from occlusion_distill.protocol import NullReporter, ProtocolRun, run_to_dir  # the names still load on use
+    import occlusion_distill.protocol as protocol  # every public name still loads, on first use
 
-    assert ProtocolRun.__module__.endswith("pipeline") and callable(run_to_dir) and NullReporter
+    assert sorted(protocol.__all__) == sorted(protocol._WHERE)
+    assert all(getattr(protocol, name).__module__ == f"occlusion_distill.protocol.{protocol._WHERE[name]}"
+               for name in protocol.__all__)
 
 
 def test_missing_faiss_names_the_extra(monkeypatch):

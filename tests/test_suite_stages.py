@@ -98,14 +98,15 @@ def test_teacher_score_tells_the_teacher_of_the_results_lines_from_another(tmp_p
     other["all_metrics"]["teacher_clean"]["accuracy"] += 1e-9  # one digit off: another teacher
     (out / "results.jsonl").write_text(json.dumps(other) + "\n")
     assert teacher_score.main(args) == 1
-    # refused before anything is loaded
-    with pytest.raises(UsageError, match="SEED must be a whole number"):
-        teacher_score.main([*args[:4], "one", args[5]])
-    with pytest.raises(UsageError, match="no line of synthfaces/expression seed 1"):
-        teacher_score.main([*args[:4], "1", args[5]])
-    (out / "results.jsonl").write_text(lines[0] + "\n" + json.dumps({**other, "cell": "x"}) + "\n")
-    with pytest.raises(UsageError, match="2 different teachers"):
-        teacher_score.main(args)
+    with monkeypatch.context() as patched:  # refused before anything is loaded
+        patched.setattr(teacher_score, "ProtocolRun", lambda *a, **k: pytest.fail("loaded before refusing"))
+        with pytest.raises(UsageError, match="SEED must be a whole number"):
+            teacher_score.main([*args[:4], "one", args[5]])
+        with pytest.raises(UsageError, match="no line of synthfaces/expression seed 1"):
+            teacher_score.main([*args[:4], "1", args[5]])
+        (out / "results.jsonl").write_text(lines[0] + "\n" + json.dumps({**other, "cell": "x"}) + "\n")
+        with pytest.raises(UsageError, match="2 different teachers"):
+            teacher_score.main(args)
     (out / "results.jsonl").write_text(lines[0] + "\n")
     with pytest.raises(UsageError, match="holds no teacher"):
         teacher_score.main([args[0], args[1], str(tmp_path / "empty"), *args[3:]])

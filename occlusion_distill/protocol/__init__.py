@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from .rundir import run_to_dir
 
 # Names load on first use (PEP 562), so the console module can import ``protocol.reporting`` without
-# importing torch through ``pipeline``: ``occdistill --help`` and one-line refusals of bad input stay fast.
+# importing torch through ``pipeline``: ``occdistill --help`` answers at once (naming a plugin still loads them).
 _WHERE = {"ProtocolRun": "pipeline", "RunData": "pipeline", "RunResult": "pipeline", "gap_closed": "pipeline",
           "preflight": "pipeline", "run": "pipeline", "NullReporter": "reporting", "Reporter": "reporting",
           "run_to_dir": "rundir"}
