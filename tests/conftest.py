@@ -40,7 +40,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Runs in tests never read or fill the user's cache; one cache per test session keeps them fast."""
+    """Runs in tests never read or fill the user's cache; one cache per worker process, shared by the tests it
+    runs, keeps them fast."""
     cache = tmp_path_factory.getbasetemp() / "occdistill-cache"
     monkeypatch.setenv("OCCDISTILL_CACHE", str(cache))
     monkeypatch.delenv("OCCDISTILL_PLUGINS", raising=False)
