@@ -160,6 +160,11 @@ class CellStats:
         return bool(names) and all(split_replica(str(m).strip())[0] == "finetune" for m in names)
 
     @property
+    def id(self) -> str:
+        """The suite's id of the cell (``dataset/task/occlusion/label``), as its lines name it."""
+        return next(iter(self.rows.values()))["cell"]
+
+    @property
     def group(self) -> tuple[str, str, str]:
         return self.dataset, self.task, self.occlusion
 

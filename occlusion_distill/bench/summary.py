@@ -101,9 +101,8 @@ def _outside_text(rows: list[dict[str, Any]]) -> str:
                            ("baseline", (r.get("dataset"), r.get("task"), r.get("occlusion"), r.get("seed")))):
             here = reused(r, "student" if stage == "baseline" and r.get("distiller") == "finetune" else stage)
             shared[(stage, *key)] = shared.get((stage, *key), True) and here
-    counts = {"teacher": sum(v for k, v in shared.items() if k[0] == "teacher"),
-              "baseline": sum(v for k, v in shared.items() if k[0] == "baseline"),
-              "distilled student": sum(reused(r, "student") for r in rows if r.get("distiller") != "finetune")}
+    counts = {stage: sum(v for (s, *_), v in shared.items() if s == stage) for stage in ("teacher", "baseline")}
+    counts["distilled student"] = sum(reused(r, "student") for r in rows if r.get("distiller") != "finetune")
     parts = [f"{n} {name}{'s' if n != 1 else ''}" for name, n in counts.items() if n]
     if not parts:
         return ""
@@ -302,7 +301,7 @@ def write_report(out: Path, suite: Any = None) -> dict[str, Any]:
     cells = collect(rows)
     # the suite's order, not the order runs finished in (pieces of a suite may run at once)
     order = {cell_id: i for i, cell_id in enumerate(meta.get("cells") or [])}
-    cells.sort(key=lambda c: order.get("/".join((*c.group, c.label)), len(order)))
+    cells.sort(key=lambda c: order.get(c.id, len(order)))
     # plots first: the markdown links to them
     plot_dir = out / PLOTS
     for (dataset, task), by_occ in _groups(cells).items():
