@@ -78,6 +78,8 @@ def main(argv: list[str]) -> int:
     if len(argv) < 6 or any(stage not in STAGES for stage in argv[5:]):
         print(USAGE, file=sys.stderr)
         return 2
+    if not argv[4].isdigit():
+        raise UsageError(f"SEED must be a whole number, not {argv[4]!r}")
     suite_file, data_root, cache_dir, cell_id, seed, stages = argv[0], argv[1], argv[2], argv[3], int(argv[4]), argv[5:]
     cfg = cell_config(suite_file, data_root, cell_id, seed)
     # per configuration, so that a changed suite never resumes another setting's state; per list of stages, so that processes training other stages of this cell and seed side

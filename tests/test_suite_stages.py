@@ -110,3 +110,38 @@ def test_teacher_score_tells_the_teacher_of_the_results_lines_from_another(tmp_p
     (out / "results.jsonl").write_text(lines[0] + "\n")
     with pytest.raises(UsageError, match="holds no teacher"):
         teacher_score.main([args[0], args[1], str(tmp_path / "empty"), *args[3:]])
+
+
+def test_the_scripts_refuse_bad_arguments_in_one_line_before_loading_anything(tmp_path, monkeypatch, capsys):
+    import pytest
+
+    from occlusion_distill.errors import DataError, UsageError
+
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))
+    spec = importlib.util.spec_from_file_location("teacher_score", SCRIPT.parent / "teacher_score.py")
+    teacher_score = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(teacher_score)
+    (tmp_path / "suite.yaml").write_text(SUITE)
+    args = _args(tmp_path, tmp_path / "cache")
+    monkeypatch.setattr(suite_stages, "ProtocolRun", lambda *a, **k: pytest.fail("loaded before refusing"))
+    for bad in (args[:5], [*args[:5], "teachers"], [*args[:5], "teacher", "pupil"]):
+        assert suite_stages.main(bad) == 2
+        assert capsys.readouterr().err == suite_stages.USAGE + "\n"
+    with pytest.raises(UsageError, match="SEED must be a whole number, not 'zero'"):
+        suite_stages.main([*args[:4], "zero", "teacher"])
+    with pytest.raises(UsageError, match="has no cell synthfaces/expression/mask/triplet; it has: " + CELL):
+        suite_stages.main([*args[:3], CELL.replace("kd", "triplet"), "0", "teacher"])
+    for bad in (args[:5], [*args[:5], "out", "extra"]):
+        assert teacher_score.main(bad) == 2
+        assert capsys.readouterr().err == teacher_score.USAGE + "\n"
+
+    # script(): bad input is one line and the error's own exit code; the return value of main is the exit code
+    def raising(argv):
+        raise DataError(f"no prepared data at {argv[0]}")
+
+    monkeypatch.setattr(sys, "argv", ["x.py", "here"])
+    for main, code, err in ((raising, DataError("").exit_code, "x.py: error: no prepared data at here\n"),
+                            (lambda argv: 1, 1, ""), (lambda argv: 0, 0, "")):
+        with pytest.raises(SystemExit) as stop:
+            suite_stages.script(main, "x.py")
+        assert stop.value.code == code and capsys.readouterr().err == err
