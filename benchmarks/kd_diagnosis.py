@@ -26,7 +26,7 @@ from occlusion_distill.data.paired import occlude_all, to_tensor
 from occlusion_distill.engine.cache import ModelCache
 from occlusion_distill.io import write_json
 from occlusion_distill.protocol.pipeline import ProtocolRun
-from suite_stages import cell_config, script, teacher_stored  # benchmarks/, beside this script
+from suite_stages import cell_config, script, seed_arg, teacher_stored  # benchmarks/, beside this script
 
 TAU = 2.0
 TRAIN_OCCLUSION_SEED = 999
@@ -72,7 +72,7 @@ def main(argv: list[str]) -> int:
     if len(argv) != 6:
         print(USAGE, file=sys.stderr)
         return 2
-    suite_file, data_root, cache_dir, cell_id, seed, out = argv[0], argv[1], argv[2], argv[3], int(argv[4]), Path(argv[5])
+    suite_file, data_root, cache_dir, cell_id, seed, out = argv[0], argv[1], argv[2], argv[3], seed_arg(argv[4]), Path(argv[5])
     run = StoredModels(cell_config(suite_file, data_root, cell_id, seed), None, ModelCache(cache_dir))
     if run.preflight().task.regression:
         print(f"{cell_id} is a regression cell: this diagnosis reads class probabilities", file=sys.stderr)

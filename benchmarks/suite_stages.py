@@ -59,6 +59,13 @@ def cell_config(suite_file: str, data_root: str, cell_id: str, seed: int) -> Run
     return cells[cell_id].config(seed, suite.preset)
 
 
+def seed_arg(text: str) -> int:
+    """The SEED argument of these scripts; anything but a whole number is a ``UsageError``."""
+    if not text.isdigit():
+        raise UsageError(f"SEED must be a whole number, not {text!r}")
+    return int(text)
+
+
 def teacher_stored(run: ProtocolRun) -> bool:
     """Whether the run's cache (or checkpoints) holds its teacher: checked before minutes of data loading."""
     return run.stages.get("teacher", "teachers", run.teacher_key)[0] is not None
@@ -78,9 +85,7 @@ def main(argv: list[str]) -> int:
     if len(argv) < 6 or any(stage not in STAGES for stage in argv[5:]):
         print(USAGE, file=sys.stderr)
         return 2
-    if not argv[4].isdigit():
-        raise UsageError(f"SEED must be a whole number, not {argv[4]!r}")
-    suite_file, data_root, cache_dir, cell_id, seed, stages = argv[0], argv[1], argv[2], argv[3], int(argv[4]), argv[5:]
+    suite_file, data_root, cache_dir, cell_id, seed, stages = argv[0], argv[1], argv[2], argv[3], seed_arg(argv[4]), argv[5:]
     cfg = cell_config(suite_file, data_root, cell_id, seed)
     # per configuration, so that a changed suite never resumes another setting's state; per list of stages, so that processes training other stages of this cell and seed side
     # by side (`baseline` in one, `student` in another) never clear each other's states when they finish

@@ -24,7 +24,7 @@ from occlusion_distill.engine.cache import ModelCache
 from occlusion_distill.engine.trainer import gathered_outputs
 from occlusion_distill.errors import UsageError
 from occlusion_distill.protocol.pipeline import ProtocolRun
-from suite_stages import cell_config, script, teacher_stored  # benchmarks/, beside this script
+from suite_stages import cell_config, script, seed_arg, teacher_stored  # benchmarks/, beside this script
 
 USAGE = "usage: teacher_score.py SUITE DATA_ROOT CACHE_DIR CELL SEED RESULTS_DIR"
 
@@ -34,9 +34,7 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     suite_file, data_root, cache_dir, cell_id, results = argv[0], argv[1], argv[2], argv[3], argv[5]
-    if not argv[4].isdigit():
-        raise UsageError(f"SEED must be a whole number, not {argv[4]!r}")
-    seed = int(argv[4])
+    seed = seed_arg(argv[4])
     cfg = cell_config(suite_file, data_root, cell_id, seed)
     lines = [r for r in read_results(Path(results)) if (r["dataset"], r["task"], r["seed"]) == (cfg.dataset, cfg.task, seed)]
     if not lines:

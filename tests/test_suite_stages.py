@@ -1,4 +1,5 @@
-"""benchmarks/suite_stages.py: a stage killed in training continues from its state when the command is rerun."""
+"""The scripts that work on a suite's run cache: benchmarks/suite_stages.py (a stage killed in training continues
+from its state when the command is rerun), teacher_score.py and kd_diagnosis.py."""
 
 import importlib.util
 import signal
@@ -6,6 +7,7 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
 
 from occlusion_distill.engine.checkpoint import StageCheckpoint
@@ -68,26 +70,42 @@ def test_a_killed_stage_resumes_from_its_state_and_matches_an_unbroken_one(tmp_p
     assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
 
 
-def test_teacher_score_tells_the_teacher_of_the_results_lines_from_another(tmp_path, monkeypatch, capsys):
-    import json
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A suite of `finetune` and `kd` run once by `bench run`: its run cache holds the teacher and both
+    students, its results lines name them. The scripts below read them; a test that changes them copies them."""
+    from conftest import run_main
 
-    import pytest
+    root = tmp_path_factory.mktemp("stored")
+    suite, cache, out = root / "suite.yaml", root / "cache", root / "results"
+    # models that learn (a teacher at about 40% on 7 classes), so that what the scripts compute says something
+    suite.write_text(SUITE.replace("[kd]", "[finetune, kd]").replace("teacher_epochs: 2", "teacher_epochs: 4")
+                     .replace("n_train: 300", "n_train: 1000"))
+    res = run_main("bench", "run", "--suite", suite, "--data-root", root, "--cache-dir", cache, "--out", out, "--quiet")
+    assert res.returncode == 0, res.stderr
+    return suite, cache, out
+
+
+def _script(name, monkeypatch):
+    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling import of suite_stages, as on the command line
+    spec = importlib.util.spec_from_file_location(name, SCRIPT.parent / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_teacher_score_tells_the_teacher_of_the_results_lines_from_another(stored, tmp_path, monkeypatch, capsys):
+    import json
+    import shutil
 
     from occlusion_distill.errors import UsageError
 
-    from conftest import run_main
-
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling import of suite_stages, as on the command line
-    spec = importlib.util.spec_from_file_location("teacher_score", SCRIPT.parent / "teacher_score.py")
-    teacher_score = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(teacher_score)
-    suite, cache, out = tmp_path / "suite.yaml", tmp_path / "cache", tmp_path / "out"
-    suite.write_text(SUITE.replace("[kd]", "[finetune]"))  # the teacher and one student: the least to score
+    teacher_score = _script("teacher_score", monkeypatch)
+    suite, cache, results = stored
+    out = tmp_path / "results"
+    shutil.copytree(results, out)  # its lines are changed below
     cell = CELL.replace("/kd", "/finetune")
-    res = run_main("bench", "run", "--suite", suite, "--data-root", tmp_path, "--cache-dir", cache, "--out", out,
-                   "--quiet")
-    assert res.returncode == 0, res.stderr
-    args = [str(suite), str(tmp_path), str(cache), cell, "0", str(out)]
+    args = [str(suite), str(suite.parent), str(cache), cell, "0", str(out)]
     capsys.readouterr()
     assert teacher_score.main(args) == 0
     report = json.loads(capsys.readouterr().out)
@@ -113,14 +131,9 @@ def test_teacher_score_tells_the_teacher_of_the_results_lines_from_another(tmp_p
 
 
 def test_the_scripts_refuse_bad_arguments_in_one_line_before_loading_anything(tmp_path, monkeypatch, capsys):
-    import pytest
-
     from occlusion_distill.errors import DataError, UsageError
 
-    monkeypatch.syspath_prepend(str(SCRIPT.parent))
-    spec = importlib.util.spec_from_file_location("teacher_score", SCRIPT.parent / "teacher_score.py")
-    teacher_score = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(teacher_score)
+    teacher_score = _script("teacher_score", monkeypatch)
     (tmp_path / "suite.yaml").write_text(SUITE)
     args = _args(tmp_path, tmp_path / "cache")
     monkeypatch.setattr(suite_stages, "ProtocolRun", lambda *a, **k: pytest.fail("loaded before refusing"))
@@ -145,3 +158,39 @@ def test_the_scripts_refuse_bad_arguments_in_one_line_before_loading_anything(tm
         with pytest.raises(SystemExit) as stop:
             suite_stages.script(main, "x.py")
         assert stop.value.code == code and capsys.readouterr().err == err
+
+
+def test_kd_diagnosis_reads_the_suites_models_and_agrees_with_their_validation(stored, tmp_path, monkeypatch,
+                                                                             capsys):
+    import json
+    import shutil
+
+    kd_diagnosis = _script("kd_diagnosis", monkeypatch)
+    suite, cache, _ = stored
+    out = tmp_path / "diagnosis.json"
+    args = [str(suite), str(suite.parent), str(cache), CELL, "0", str(out)]
+    assert kd_diagnosis.main([*args[:2], str(tmp_path / "empty"), *args[3:]]) == 2
+    assert "teacher is not in" in capsys.readouterr().err
+    models = {}  # the stored models by name, with the best validation score of each
+    for kind in ("teachers", "students"):
+        for path in (cache / kind).glob("*.pt"):
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+            name = "teacher" if kind == "teachers" else json.loads(blob["key"])["distiller"]
+            models[name] = path, max(epoch["val_accuracy"] for epoch in json.loads(blob["history"]))
+    assert set(models) == {"teacher", "finetune", "kd"} and min(score for _, score in models.values()) > 25  # not chance
+    without_kd = tmp_path / "cache"
+    shutil.copytree(cache, without_kd)
+    (without_kd / "students" / models["kd"][0].name).unlink()
+    assert kd_diagnosis.main([*args[:2], str(without_kd), *args[3:]]) == 2  # it never trains a missing stage
+    assert "stage 'student' of seed 0 is not in" in capsys.readouterr().err and not out.exists()
+    assert not (without_kd / "students" / models["kd"][0].name).exists()
+
+    assert kd_diagnosis.main(args) == 0
+    result = json.loads(out.read_text())
+    # the validation faces are the ones each stage chose its epoch on: its best score there, recomputed
+    assert result["teacher_clean"]["val"]["accuracy"] == pytest.approx(models["teacher"][1], abs=0.006)
+    for name in ("finetune", "kd"):
+        assert result[f"{name}_occluded"]["val"]["accuracy"] == pytest.approx(models[name][1], abs=0.006)
+        for split in ("train", "val"):
+            versus = result[f"{name}_vs_teacher"][split]
+            assert versus["kl_teacher_student_at_tau"] >= 0 and 0 <= versus["top1_agreement"] <= 100
