@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from occlusion_distill.data.paired import occlude_all, to_tensor
 from occlusion_distill.engine.cache import ModelCache
+from occlusion_distill.errors import UsageError
 from occlusion_distill.io import write_json
 from occlusion_distill.protocol.pipeline import ProtocolRun
 from suite_stages import cell_config, script, seed_arg, teacher_stored  # benchmarks/, beside this script
@@ -73,6 +74,8 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     suite_file, data_root, cache_dir, cell_id, seed, out = argv[0], argv[1], argv[2], argv[3], seed_arg(argv[4]), Path(argv[5])
+    if out.is_dir():  # said now, not after minutes of scoring
+        raise UsageError(f"OUT_JSON {out} is a directory: name the file to write")
     run = StoredModels(cell_config(suite_file, data_root, cell_id, seed), None, ModelCache(cache_dir))
     if run.preflight().task.regression:
         print(f"{cell_id} is a regression cell: this diagnosis reads class probabilities", file=sys.stderr)

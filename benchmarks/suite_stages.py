@@ -61,7 +61,7 @@ def cell_config(suite_file: str, data_root: str, cell_id: str, seed: int) -> Run
 
 def seed_arg(text: str) -> int:
     """The SEED argument of these scripts; anything but a whole number is a ``UsageError``."""
-    if not text.isdigit():
+    if not (text.isascii() and text.isdigit()):  # isdigit() alone takes '²', which int() refuses
         raise UsageError(f"SEED must be a whole number, not {text!r}")
     return int(text)
 

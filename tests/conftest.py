@@ -17,10 +17,10 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 
 # Test files whose module fixtures take minutes (the smoke suite), train a suite's models once for several
-# tests (test_suite_stages.py) or read a real data set: each runs on one
-# worker, so the fixture runs once, while every other test goes to whichever worker is free. (xdist's own
-# ``--dist loadgroup`` would say this with marks, but with pytest 9.2 it silently stops grouping:
-# pytest-dev/pytest-xdist#1386.) By file name, whatever the rootdir.
+# tests (test_suite_stages.py) or read a real data set: each runs on one worker, so the fixture runs once,
+# while every other test goes to whichever worker is free. (xdist's own ``--dist loadgroup`` would say
+# this with marks, but with pytest 9.2 it silently stops grouping: pytest-dev/pytest-xdist#1386.) By file
+# name, whatever the rootdir.
 ONE_WORKER_FILES = {"test_bench_suite.py", "test_real_data.py", "test_suite_stages.py"}
 
 
