@@ -147,6 +147,9 @@ def test_the_scripts_refuse_bad_arguments_in_one_line_before_loading_anything(tm
         assert capsys.readouterr().err == suite_stages.USAGE + "\n"
     with pytest.raises(UsageError, match="SEED must be a whole number, not 'zero'"):
         suite_stages.main([*args[:4], "zero", "teacher"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="is a file, not a directory"):
+        suite_stages.main([*args[:2], str(tmp_path / "file"), *args[3:]])
     with pytest.raises(UsageError, match="has no cell synthfaces/expression/mask/triplet; it has: " + CELL):
         suite_stages.main([*args[:3], CELL.replace("kd", "triplet"), "0", "teacher"])
     for script in (teacher_score, kd_diagnosis):
