@@ -47,6 +47,12 @@ def test_smoke_suite_summary_has_every_cell(smoke):
         assert r["versions"]["torch"] and r["device"] == "cpu" and r["wall_seconds"] > 0
         assert r["config"]["seed"] == r["seed"] and "git_commit" in r
         assert set(r["per_face"]) == {"student"} and r["per_face"]["student"]["n"] == r["n_test"]
+        # every stage's validation history, also of stages found in the run cache
+        histories, cfg = r["histories"], r["config"]
+        assert {"teacher", "baseline", "student"} <= set(histories)
+        assert len(histories["teacher"]) == cfg["teacher_epochs"] and len(histories["baseline"]) == cfg["student_epochs"]
+        assert all(epoch["epoch"] == i + 1 for h in histories.values() for i, epoch in enumerate(h))
+    assert any(r["reused_from_cache"]["teacher"] for r in rows)  # so the check above covers a stored stage
     table = list(csv.DictReader(open(out / "summary.csv")))
     assert {(r["dataset"], r["task"], r["occlusion"], r["label"]) for r in table} == \
         {(c.dataset, c.task, c.occlusion, c.distiller.tag) for c in suite.cells}

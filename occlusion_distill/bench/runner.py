@@ -224,9 +224,12 @@ def _run_suite(suite: Suite, out: Path, reporter: Any, cache: Any, only: tuple[s
                 checkpoints = _checkpoint_dir(out, cell, seed, digest)
                 checkpoints.mkdir(parents=True, exist_ok=True)
                 # a state left by another version of the toolkit is dropped, not refused: the suite goes on
-                metrics = run_pipeline(cfg, reporter, cache, checkpoint_dir=checkpoints, discard_stale=True).metrics
+                result = run_pipeline(cfg, reporter, cache, checkpoint_dir=checkpoints, discard_stale=True)
+                metrics = result.metrics
+                # the validation histories too: each stage chose its epoch on them, and a stage that came from
+                # the run cache has no run directory that would keep them
                 row = {"suite": suite.name, "cell": cell.id, "seed": seed, "label": cell.distiller.tag,
-                       **metrics, "config": cfg.to_dict(), "config_digest": digest,
+                       **metrics, "histories": result.histories, "config": cfg.to_dict(), "config_digest": digest,
                        "wall_seconds": round(time.perf_counter() - t0, 2), "git_commit": commit,
                        "versions": {**metrics.get("versions", {}), "python": platform.python_version(),
                                     "cpu_threads": torch.get_num_threads()},
