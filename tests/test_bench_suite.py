@@ -511,8 +511,9 @@ def test_pieces_of_a_suite_run_at_once_into_one_out_keep_each_others_lines(tmp_p
     out = tmp_path / "out"
     other = {"cell": suite.cells[0].id, "seed": 1, "student": 61.0}
 
-    class Result:
+    class Result:  # what run_pipeline's RunResult gives the runner
         metrics = {"student": 60.0}
+        histories = {}
 
     def train(cfg, *args, **kwargs):  # the other piece finishes its run while this one trains
         add_result(out, other)
