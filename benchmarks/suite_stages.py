@@ -86,8 +86,6 @@ def main(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr)
         return 2
     suite_file, data_root, cache_dir, cell_id, seed, stages = argv[0], argv[1], argv[2], argv[3], seed_arg(argv[4]), argv[5:]
-    if Path(cache_dir).exists() and not Path(cache_dir).is_dir():  # said now, not at the first epoch's save
-        raise UsageError(f"CACHE_DIR {cache_dir} is a file, not a directory")
     cfg = cell_config(suite_file, data_root, cell_id, seed)
     # per configuration, so that a changed suite never resumes another setting's state; per list of stages, so that processes training other stages of this cell and seed side
     # by side (`baseline` in one, `student` in another) never clear each other's states when they finish

@@ -120,6 +120,9 @@ CASES = {
     "pickled (not weights-only) weights": (
         lambda t: torch.save({"w": torch.zeros(1), "obj": Exploding}, t / "w.pt"),
         lambda t, s: ["run", *SMOKE, "--weights", t / "w.pt", "--out", t / "out"], 2, ["not a weights-only file"]),
+    "cache directory that is a file": (lambda t: (t / "cache").write_text("x"),
+                                       lambda t, s: ["run", *SMOKE, "--cache-dir", t / "cache", "--out", t / "out"], 2,
+                                       ["is a file, not a directory"]),
     "resume with nothing to resume": (None, lambda t, s: ["run", "--resume", t / "out"], 2,
                                       ["no interrupted run to resume"]),
     "plugin that raises during a run": (None, lambda t, s: ["run", "--distiller", "exploding", *SMOKE,

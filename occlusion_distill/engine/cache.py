@@ -12,12 +12,15 @@ from typing import Any
 
 import torch
 
+from ..errors import UsageError
 from ..io import atomic_torch_save, key_digest
 
 
 class ModelCache:
     def __init__(self, root: str | Path | None, read_only: bool = False):
         self.root = Path(root) if root is not None else None
+        if self.root is not None and self.root.exists() and not self.root.is_dir():  # said now, not at the first save
+            raise UsageError(f"cache directory {self.root} is a file, not a directory")
         self.read_only = read_only  # torchrun ranks other than 0 read what rank 0 writes
 
     @property
